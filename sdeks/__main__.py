@@ -1,0 +1,3 @@
+from sdeks.cli import main
+
+main()

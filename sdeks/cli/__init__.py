@@ -1,0 +1,25 @@
+"""The ``sdeks`` command: contract schemas, local mode, task submission and status."""
+
+from __future__ import annotations
+
+import typer
+
+from sdeks.cli import schema_cmd
+
+app = typer.Typer(
+    name="sdeks",
+    help="Asynchronous Stable Diffusion inference on AWS, and the same pipeline on one machine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+schema_cmd.register(app)
+
+
+@app.callback()
+def _root() -> None:
+    """Asynchronous Stable Diffusion inference on AWS, and the same pipeline on one machine."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,175 @@
+"""Deployment configuration: one file drives CDK, the helm values and local mode.
+
+Every model forbids unknown keys so that a typo (``max_recieve_count``) fails
+loudly instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sdeks.contract.content import TASKTYPES_BY_RUNTIME_TYPE, RuntimeType
+from sdeks.contract.task import PREFIX_PATTERN, RUNTIME_NAME_PATTERN
+
+_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSource(_Strict):
+    """Where the runtime finds its checkpoints.
+
+    In the cloud: an S3 bucket (+ prefix) mounted read-only with Mountpoint for S3.
+    Locally: a path; when both are absent local mode builds the tiny test model.
+    """
+
+    bucket: str | None = Field(default=None, pattern=_BUCKET_PATTERN, description="model bucket; created when absent")
+    prefix: str = Field(default="models", pattern=PREFIX_PATTERN)
+    checkpoint: str | None = Field(
+        default=None, min_length=1, max_length=256, description="model loaded at start (file or directory name)"
+    )
+    local_path: str | None = Field(default=None, description="local mode: a diffusers dir or .safetensors file")
+
+
+class GpuNodes(_Strict):
+    instance_families: list[str] = Field(default_factory=lambda: ["g5", "g6", "g6e"], min_length=1)
+    capacity_types: list[Literal["spot", "on-demand"]] = Field(
+        default_factory=lambda: ["spot", "on-demand"], min_length=1
+    )
+    max_gpus: int = Field(default=8, ge=1, le=1000, description="Karpenter NodePool limit")
+
+    @field_validator("instance_families")
+    @classmethod
+    def _gpu_families(cls, value: list[str]) -> list[str]:
+        for family in value:
+            if not family or family[0] not in "gp" or not family.replace("-", "").isalnum():
+                raise ValueError(f"{family!r} is not a GPU instance family (g4dn, g5, g6, g6e, p4d, ...)")
+        return value
+
+
+class Scaling(_Strict):
+    min_replicas: int = Field(default=0, ge=0, le=100)
+    max_replicas: int = Field(default=4, ge=1, le=100)
+    queue_length: int = Field(default=2, ge=1, le=100, description="target messages per pod")
+    activation_queue_length: int = Field(default=0, ge=0)
+    cooldown_s: int = Field(default=300, ge=0, le=86400, description="idle time before scaling to min")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Scaling:
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
+        return self
+
+
+class Runtime(_Strict):
+    name: str = Field(pattern=RUNTIME_NAME_PATTERN, description="tasks name it in metadata.runtime")
+    type: RuntimeType = "sdwebui"
+    model: ModelSource = Field(default_factory=ModelSource)
+    image: str = Field(default="public.ecr.aws/sdeks/sd-runtime:0.1.0", min_length=1)
+    gpu: GpuNodes = Field(default_factory=GpuNodes)
+    scaling: Scaling = Field(default_factory=Scaling)
+    task_timeout_s: int = Field(default=300, ge=10, le=3600)
+    max_receive_count: int = Field(default=3, ge=1, le=20, description="deliveries before the DLQ")
+    prefetch: int = Field(default=1, ge=0, le=8, description="tasks received ahead of the running one")
+
+    @property
+    def tasktypes(self) -> tuple[str, ...]:
+        return TASKTYPES_BY_RUNTIME_TYPE[self.type]
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Initial SQS visibility; the agent's heartbeat extends it while a task runs."""
+        return min(43200, max(60, self.task_timeout_s // 2))
+
+
+class Throttle(_Strict):
+    rate_limit: float = Field(default=10.0, gt=0, le=10000, description="requests per second")
+    burst_limit: int = Field(default=20, ge=1, le=5000)
+
+
+class Quota(_Strict):
+    limit: int = Field(default=10000, ge=1)
+    period: Literal["DAY", "WEEK", "MONTH"] = "DAY"
+
+
+class Api(_Strict):
+    throttle: Throttle = Field(default_factory=Throttle)
+    quota: Quota = Field(default_factory=Quota)
+
+
+class Output(_Strict):
+    bucket: str | None = Field(default=None, pattern=_BUCKET_PATTERN, description="created when absent")
+    expire_days: int = Field(default=30, ge=1, le=3650, description="outputs are deleted after this many days")
+
+
+class Inputs(_Strict):
+    """What the agent may fetch when a task references an image by URL."""
+
+    allowed_buckets: list[str] = Field(default_factory=list, description="s3:// sources; the output bucket is implied")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="https:// hosts ('*.example.com' allowed); empty = none"
+    )
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("allowed_buckets")
+    @classmethod
+    def _buckets(cls, value: list[str]) -> list[str]:
+        for bucket in value:
+            if not re.match(_BUCKET_PATTERN, bucket):
+                raise ValueError(f"{bucket!r} is not a valid bucket name")
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not re.match(_HOST_PATTERN, host) or host.replace(".", "").isdigit():
+                raise ValueError(f"{host!r} is not a host name (IP addresses are never allowed)")
+        return value
+
+
+class Cluster(_Strict):
+    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
+    system_instance_type: str = Field(default="m6i.large")
+    system_nodes: int = Field(default=2, ge=1, le=10)
+    bottlerocket_alias: str = Field(default="bottlerocket@v1.45.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+
+
+class Config(_Strict):
+    """The whole deployment. See config/default.yaml for a commented example."""
+
+    project: str = Field(default="sdeks", pattern=r"^[a-z][a-z0-9-]{1,23}$", description="prefix of every resource")
+    region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    api: Api = Field(default_factory=Api)
+    output: Output = Field(default_factory=Output)
+    inputs: Inputs = Field(default_factory=Inputs)
+    cluster: Cluster = Field(default_factory=Cluster)
+    runtimes: list[Runtime] = Field(min_length=1, max_length=20)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("runtimes")
+    @classmethod
+    def _unique_names(cls, value: list[Runtime]) -> list[Runtime]:
+        names = [r.name for r in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"runtime names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @property
+    def runtime_types(self) -> dict[str, str]:
+        """``{name: type}``: what task validation needs to route a task."""
+        return {r.name: r.type for r in self.runtimes}
+
+    def runtime(self, name: str) -> Runtime:
+        for runtime in self.runtimes:
+            if runtime.name == name:
+                return runtime
+        raise KeyError(name)

@@ -1,0 +1,93 @@
+"""The sdeks task contract (v1alpha2): the one definition every component imports.
+
+Request, tasks-topic message, status, completion event and error body; S3 key
+layout; validation error formatting; JSON Schema export.
+"""
+
+from sdeks.contract.content import (
+    CONTENT_MODELS,
+    MAX_IMAGES_PER_TASK,
+    SAMPLERS,
+    TASKTYPES_BY_RUNTIME_TYPE,
+    AlwaysOnScripts,
+    BatchImage,
+    ComfyNode,
+    Content,
+    ExtraBatchImagesContent,
+    ExtraSingleImageContent,
+    Img2ImgContent,
+    PipelineContent,
+    RuntimeType,
+    TaskType,
+    Txt2ImgContent,
+)
+from sdeks.contract.errors import describe, error_body, summarize, validation_error_body
+from sdeks.contract.images import ImageRef, ParsedImageRef, parse_image_ref
+from sdeks.contract.keys import claim_check_key, image_key, info_key, output_prefix, s3_uri
+from sdeks.contract.schema import SCHEMAS, json_schema
+from sdeks.contract.task import (
+    API_VERSION,
+    MAX_REQUEST_BYTES,
+    SNS_MAX_MESSAGE_BYTES,
+    TERMINAL_STATES,
+    CompletionEvent,
+    ErrorBody,
+    ErrorDetail,
+    RuntimeInfo,
+    SubmitResponse,
+    Task,
+    TaskMessage,
+    TaskMetadata,
+    TaskRequest,
+    TaskState,
+    TaskStatus,
+    Timings,
+)
+
+__all__ = [
+    "API_VERSION",
+    "CONTENT_MODELS",
+    "MAX_IMAGES_PER_TASK",
+    "MAX_REQUEST_BYTES",
+    "SAMPLERS",
+    "SCHEMAS",
+    "SNS_MAX_MESSAGE_BYTES",
+    "TASKTYPES_BY_RUNTIME_TYPE",
+    "TERMINAL_STATES",
+    "AlwaysOnScripts",
+    "BatchImage",
+    "ComfyNode",
+    "CompletionEvent",
+    "Content",
+    "ErrorBody",
+    "ErrorDetail",
+    "ExtraBatchImagesContent",
+    "ExtraSingleImageContent",
+    "ImageRef",
+    "Img2ImgContent",
+    "ParsedImageRef",
+    "PipelineContent",
+    "RuntimeInfo",
+    "RuntimeType",
+    "SubmitResponse",
+    "Task",
+    "TaskMessage",
+    "TaskMetadata",
+    "TaskRequest",
+    "TaskState",
+    "TaskStatus",
+    "TaskType",
+    "Timings",
+    "Txt2ImgContent",
+    "claim_check_key",
+    "describe",
+    "error_body",
+    "image_key",
+    "info_key",
+    "json_schema",
+    "output_prefix",
+    "parse_image_ref",
+    "s3_uri",
+    "summarize",
+    "validation_error_body",
+]

@@ -1,0 +1,181 @@
+"""Task content: the runtime parameters of each tasktype.
+
+The sdwebui content models are the AUTOMATIC1111 API parameter sets, with the
+bounds a user would expect enforced at the front door so a bad task is a 400,
+not a failed GPU job.
+
+Unknown content fields are *kept* (``extra="allow"``) and forwarded verbatim to
+the runtime. A1111 has hundreds of optional parameters (``override_settings``,
+``enable_hr``, extension args ...); dropping the ones we do not model would
+silently change what a stock A1111 runtime renders. The sdeks runtime ignores
+fields it does not implement and lists them in ``info.ignored_fields``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
+
+from sdeks.contract.images import ImageRef
+
+SAMPLERS: tuple[str, ...] = (
+    "Euler a",
+    "Euler",
+    "DPM++ 2M",
+    "DPM++ 2M Karras",
+    "DPM++ SDE Karras",
+    "DDIM",
+    "UniPC",
+    "LMS",
+    "Heun",
+)
+"""A1111 sampler names every sdeks runtime serves."""
+
+MAX_IMAGES_PER_TASK = 16
+MAX_PROMPT_CHARS = 4000
+MAX_SEED = 2**32 - 1
+
+Dimension = Field(default=512, ge=64, le=2048, multiple_of=8)
+
+
+class AlwaysOnScripts(BaseModel):
+    """``alwayson_scripts`` as the AWS sample uses it: a carrier for URLs and the checkpoint."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image_link: ImageRef | None = Field(
+        default=None, description="init image URL (AWS sample convention for image-to-image)"
+    )
+    sd_model_checkpoint: str | None = Field(
+        default=None, min_length=1, max_length=256, description="checkpoint to switch to"
+    )
+
+
+class _Sdwebui(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    alwayson_scripts: AlwaysOnScripts | None = None
+
+    @property
+    def checkpoint(self) -> str | None:
+        """The checkpoint this task asks for, if any."""
+        return self.alwayson_scripts.sd_model_checkpoint if self.alwayson_scripts else None
+
+
+class Txt2ImgContent(_Sdwebui):
+    """Parameters of ``/sdapi/v1/txt2img``."""
+
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
+    steps: int = Field(default=20, ge=1, le=150)
+    width: int = Dimension
+    height: int = Dimension
+    cfg_scale: float = Field(default=7.0, ge=1.0, le=30.0)
+    sampler_name: Literal[SAMPLERS] = "Euler a"  # type: ignore[valid-type]
+    seed: int = Field(default=-1, ge=-1, le=MAX_SEED, description="-1 picks a random seed")
+    batch_size: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_TASK)
+    n_iter: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_TASK)
+
+    @model_validator(mode="after")
+    def _bounded_image_count(self) -> Txt2ImgContent:
+        if self.batch_size * self.n_iter > MAX_IMAGES_PER_TASK:
+            raise ValueError(
+                f"batch_size × n_iter = {self.batch_size * self.n_iter} exceeds {MAX_IMAGES_PER_TASK} images per task"
+            )
+        return self
+
+
+class Img2ImgContent(Txt2ImgContent):
+    """Parameters of ``/sdapi/v1/img2img``; the init image may arrive as a URL in ``alwayson_scripts.image_link``."""
+
+    init_images: list[ImageRef] = Field(default_factory=list, max_length=4)
+    denoising_strength: float = Field(default=0.75, ge=0.0, le=1.0)
+    mask: ImageRef | None = None
+
+    @model_validator(mode="after")
+    def _has_init_image(self) -> Img2ImgContent:
+        if not self.init_images and not (self.alwayson_scripts and self.alwayson_scripts.image_link):
+            raise ValueError("image-to-image needs init_images or alwayson_scripts.image_link")
+        return self
+
+
+class _Upscale(_Sdwebui):
+    resize_mode: Literal[0, 1] = Field(default=0, description="0: scale by factor, 1: to width/height")
+    upscaling_resize: float = Field(default=2.0, ge=1.0, le=8.0)
+    upscaling_resize_w: int | None = Field(default=None, ge=64, le=8192)
+    upscaling_resize_h: int | None = Field(default=None, ge=64, le=8192)
+    upscaler_1: str = Field(default="Lanczos", min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _target_size_complete(self) -> _Upscale:
+        if self.resize_mode == 1 and (self.upscaling_resize_w is None or self.upscaling_resize_h is None):
+            raise ValueError("resize_mode 1 needs upscaling_resize_w and upscaling_resize_h")
+        return self
+
+
+class ExtraSingleImageContent(_Upscale):
+    """Parameters of ``/sdapi/v1/extra-single-image``; ``image`` may be base64 or a URL."""
+
+    image: ImageRef
+
+
+class BatchImage(BaseModel):
+    data: ImageRef
+    name: str = Field(default="image", max_length=256)
+
+
+class ExtraBatchImagesContent(_Upscale):
+    """Parameters of ``/sdapi/v1/extra-batch-images``."""
+
+    imageList: list[BatchImage] = Field(min_length=1, max_length=MAX_IMAGES_PER_TASK)  # noqa: N815 (A1111 name)
+
+
+class ComfyNode(BaseModel):
+    """One node of a ComfyUI API-format workflow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    class_type: str = Field(min_length=1, max_length=256)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineContent(RootModel[dict[str, ComfyNode]]):
+    """A ComfyUI API-format workflow ("Save (API format)"), node id → node.
+
+    Also accepted wrapped as ``{"prompt": {...}}``, the body of ComfyUI's ``POST /prompt``.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap_prompt(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"prompt"} and isinstance(value["prompt"], dict):
+            return value["prompt"]
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PipelineContent:
+        if not self.root:
+            raise ValueError("workflow has no nodes")
+        if len(self.root) > 500:
+            raise ValueError("workflow has more than 500 nodes")
+        return self
+
+
+TaskType = Literal["text-to-image", "image-to-image", "extra-single-image", "extra-batch-images", "pipeline"]
+RuntimeType = Literal["sdwebui", "comfyui"]
+
+CONTENT_MODELS: dict[str, type[BaseModel]] = {
+    "text-to-image": Txt2ImgContent,
+    "image-to-image": Img2ImgContent,
+    "extra-single-image": ExtraSingleImageContent,
+    "extra-batch-images": ExtraBatchImagesContent,
+    "pipeline": PipelineContent,
+}
+
+TASKTYPES_BY_RUNTIME_TYPE: dict[str, tuple[str, ...]] = {
+    "sdwebui": ("text-to-image", "image-to-image", "extra-single-image", "extra-batch-images"),
+    "comfyui": ("pipeline",),
+}
+
+Content = Txt2ImgContent | Img2ImgContent | ExtraSingleImageContent | ExtraBatchImagesContent | PipelineContent

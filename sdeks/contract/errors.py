@@ -1,0 +1,46 @@
+"""Turning pydantic validation errors into the API's error body and CLI messages."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from sdeks.contract.task import ErrorBody, ErrorDetail
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("task", "content", "width")`` → ``task.content.width``; list indices as ``[0]``.
+
+    Pydantic inserts the model class name for tagged members (e.g. ``Txt2ImgContent``);
+    they say nothing to a user, so they are dropped.
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part[:1].isupper() or part.startswith("function-"):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def describe(exc: ValidationError) -> list[dict[str, str]]:
+    """One ``{"field", "message"}`` per problem, ready to show a user."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append({"field": field_path(err["loc"]) or "(body)", "message": message})
+    return problems
+
+
+def summarize(exc: ValidationError) -> str:
+    """A one-line message that names every offending field."""
+    return "; ".join(f"{p['field']}: {p['message']}" for p in describe(exc))
+
+
+def error_body(code: str, message: str, details: object = None) -> dict:
+    return ErrorBody(error=ErrorDetail(code=code, message=message, details=details)).model_dump(mode="json")
+
+
+def validation_error_body(exc: ValidationError) -> dict:
+    return error_body("validation_error", summarize(exc), describe(exc))
