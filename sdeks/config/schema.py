@@ -147,6 +147,7 @@ class Config(_Strict):
 
     project: str = Field(default="sdeks", pattern=r"^[a-z][a-z0-9-]{1,23}$", description="prefix of every resource")
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+    agent_image: str = Field(default="public.ecr.aws/sdeks/queue-agent:0.1.0", min_length=1)
     api: Api = Field(default_factory=Api)
     output: Output = Field(default_factory=Output)
     inputs: Inputs = Field(default_factory=Inputs)
