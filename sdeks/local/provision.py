@@ -1,0 +1,111 @@
+"""Create the cloud resource layout on an AWS-compatible endpoint (moto server).
+
+Iterates over the same :func:`sdeks.config.resource_layout` as the CDK stack,
+so local mode exercises the topology that ``cdk deploy`` creates: one tasks
+topic, a queue + DLQ per runtime subscribed with raw delivery and a filter on
+the ``runtime`` attribute, a results topic, the task table and the bucket.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import boto3
+
+from sdeks.config import TASK_TABLE_KEY, Config, resource_layout
+
+
+@dataclass
+class QueueRefs:
+    url: str
+    arn: str
+    dlq_url: str
+    dlq_arn: str
+
+
+@dataclass
+class LocalResources:
+    """Names, ARNs and URLs of the provisioned resources (written to .sdeks/local.json)."""
+
+    aws_endpoint_url: str
+    region: str
+    output_bucket: str
+    tasks_topic_arn: str
+    results_topic_arn: str
+    task_table: str
+    queues: dict[str, QueueRefs] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LocalResources:
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["queues"] = {name: QueueRefs(**refs) for name, refs in data.get("queues", {}).items()}
+        return cls(**fields)
+
+
+def aws_clients(endpoint_url: str, region: str) -> dict[str, Any]:
+    session = boto3.session.Session(region_name=region)
+    return {name: session.client(name, endpoint_url=endpoint_url) for name in ("s3", "sns", "sqs", "dynamodb")}
+
+
+def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> LocalResources:
+    """Create (idempotently) every resource the config describes and return their references."""
+    layout = resource_layout(config)
+    clients = aws_clients(endpoint_url, region)
+    s3, sns, sqs, ddb = clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"]
+
+    bucket = config.output.bucket or f"{config.project}-output"
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+
+    try:
+        ddb.create_table(
+            TableName=layout.task_table_name,
+            AttributeDefinitions=[{"AttributeName": TASK_TABLE_KEY, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": TASK_TABLE_KEY, "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    except ddb.exceptions.ResourceInUseException:
+        pass
+
+    tasks_topic = sns.create_topic(Name=layout.tasks_topic_name)["TopicArn"]
+    results_topic = sns.create_topic(Name=layout.results_topic_name)["TopicArn"]
+
+    queues: dict[str, QueueRefs] = {}
+    for rq in layout.runtimes:
+        dlq_url = sqs.create_queue(
+            QueueName=rq.dlq_name, Attributes={"MessageRetentionPeriod": str(rq.dlq_retention_s)}
+        )["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        url = sqs.create_queue(
+            QueueName=rq.queue_name,
+            Attributes={
+                "VisibilityTimeout": str(rq.visibility_timeout_s),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": rq.max_receive_count}),
+            },
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(
+            TopicArn=tasks_topic,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true", "FilterPolicy": json.dumps(rq.filter_policy)},
+            ReturnSubscriptionArn=True,
+        )
+        queues[rq.runtime.name] = QueueRefs(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
+
+    return LocalResources(
+        aws_endpoint_url=endpoint_url,
+        region=region,
+        output_bucket=bucket,
+        tasks_topic_arn=tasks_topic,
+        results_topic_arn=results_topic,
+        task_table=layout.task_table_name,
+        queues=queues,
+    )

@@ -1,0 +1,229 @@
+"""The task status table: one row per task id, shared by the API and the queue agent.
+
+Every write is conditional, because two writers race on a row: duplicate
+submissions at the front door, and redelivered messages at the back. The
+rules are few and monotonic:
+
+- a row is created once (``attribute_not_exists(id)``); a duplicate submission
+  reads the existing row and compares fingerprints;
+- ``succeeded`` is final: nothing overwrites it, so a redelivered task that
+  already succeeded is acknowledged without running again;
+- ``failed`` can still become ``succeeded`` (a retry after a failure report
+  from a dying agent must not be lost), never the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from sdeks.config.layout import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
+from sdeks.contract import TaskStatus
+
+ROW_TTL = timedelta(days=30)
+"""Status rows expire (DynamoDB TTL) after this long; outputs have their own lifecycle."""
+
+REPUBLISH_AFTER = timedelta(seconds=30)
+"""A row never marked enqueued this long after creation means its publisher died."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Outcome of recording a submission.
+
+    ``created``: this call created the row and must publish. ``must_publish``
+    also covers a duplicate whose original publisher evidently died.
+    """
+
+    status: TaskStatus
+    fingerprint: str
+    created: bool
+    must_publish: bool
+
+
+class TaskTable:
+    """Typed access to the task table through a boto3 ``Table`` resource."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    @classmethod
+    def from_name(cls, name: str, session: Any = None, endpoint_url: str | None = None) -> TaskTable:
+        import boto3
+
+        resource = (session or boto3).resource("dynamodb", endpoint_url=endpoint_url)
+        return cls(resource.Table(name))
+
+    # --- reads -----------------------------------------------------------------
+
+    def get(self, task_id: str) -> TaskStatus | None:
+        item = self._table.get_item(Key={TASK_TABLE_KEY: task_id}, ConsistentRead=True).get("Item")
+        return _to_status(item) if item else None
+
+    def get_item(self, task_id: str) -> dict[str, Any] | None:
+        """The raw row, for callers that need bookkeeping fields (fingerprint, prefix)."""
+        return self._table.get_item(Key={TASK_TABLE_KEY: task_id}, ConsistentRead=True).get("Item")
+
+    # --- front door ------------------------------------------------------------
+
+    def record_submission(
+        self,
+        task_id: str,
+        runtime: str,
+        fingerprint: str,
+        extra: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> Submission:
+        """Create the ``queued`` row, or report the existing one (idempotency)."""
+        now = now or utcnow()
+        item = {
+            TASK_TABLE_KEY: task_id,
+            "runtime": runtime,
+            "status": "queued",
+            "fingerprint": fingerprint,
+            "created_at": _iso(now),
+            "attempts": 0,
+            "images": [],
+            TASK_TABLE_TTL_ATTRIBUTE: int((now + ROW_TTL).timestamp()),
+            **(extra or {}),
+        }
+        try:
+            self._table.put_item(
+                Item=item,
+                ConditionExpression="attribute_not_exists(#k)",
+                ExpressionAttributeNames={"#k": TASK_TABLE_KEY},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            existing = self.get_item(task_id)
+            if existing is None:  # deleted between the put and the read: try once more
+                return self.record_submission(task_id, runtime, fingerprint, extra, now)
+            return Submission(
+                status=_to_status(existing),
+                fingerprint=existing.get("fingerprint", ""),
+                created=False,
+                must_publish=existing.get("fingerprint") == fingerprint and self._claim_stale_publish(existing, now),
+            )
+        return Submission(status=_to_status(item), fingerprint=fingerprint, created=True, must_publish=True)
+
+    def _claim_stale_publish(self, item: dict[str, Any], now: datetime) -> bool:
+        if item.get("enqueued_at") or item.get("status") != "queued":
+            return False
+        created = datetime.fromisoformat(item["created_at"].replace("Z", "+00:00"))
+        if now - created < REPUBLISH_AFTER:
+            return False
+        try:
+            self._table.update_item(
+                Key={TASK_TABLE_KEY: item[TASK_TABLE_KEY]},
+                UpdateExpression="SET created_at = :now",
+                ConditionExpression="attribute_not_exists(enqueued_at) AND created_at = :seen",
+                ExpressionAttributeValues={":now": _iso(now), ":seen": item["created_at"]},
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def mark_enqueued(self, task_id: str, now: datetime | None = None) -> None:
+        self._table.update_item(
+            Key={TASK_TABLE_KEY: task_id},
+            UpdateExpression="SET enqueued_at = :now",
+            ExpressionAttributeValues={":now": _iso(now or utcnow())},
+        )
+
+    # --- agent -----------------------------------------------------------------
+
+    def mark_running(self, task_id: str, runtime: str, attempt: int, now: datetime | None = None) -> TaskStatus | None:
+        """Record an attempt; return ``None`` when the task already succeeded (skip it).
+
+        Creates the row when absent: tasks may be published to the topic directly,
+        bypassing the API, as the AWS sample's tools do.
+        """
+        now = now or utcnow()
+        try:
+            attrs = self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression=(
+                    "SET #s = :running, started_at = :now, attempts = :attempt, runtime = :rt, "
+                    "created_at = if_not_exists(created_at, :now), images = if_not_exists(images, :empty), "
+                    f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl) "
+                    "REMOVE #e, finished_at"
+                ),
+                ConditionExpression="attribute_not_exists(#s) OR #s <> :succeeded",
+                ExpressionAttributeNames={"#s": "status", "#e": "error"},
+                ExpressionAttributeValues={
+                    ":running": "running",
+                    ":succeeded": "succeeded",
+                    ":now": _iso(now),
+                    ":attempt": attempt,
+                    ":rt": runtime,
+                    ":empty": [],
+                    ":ttl": int((now + ROW_TTL).timestamp()),
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return _to_status(attrs)
+
+    def mark_succeeded(self, task_id: str, images: list[str], now: datetime | None = None) -> None:
+        self._table.update_item(
+            Key={TASK_TABLE_KEY: task_id},
+            UpdateExpression="SET #s = :succeeded, finished_at = :now, images = :images REMOVE #e",
+            ExpressionAttributeNames={"#s": "status", "#e": "error"},
+            ExpressionAttributeValues={":succeeded": "succeeded", ":now": _iso(now or utcnow()), ":images": images},
+        )
+
+    def mark_failed(self, task_id: str, error: str, now: datetime | None = None) -> bool:
+        """Record a failure unless the task already succeeded; ``False`` when it had."""
+        try:
+            self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression="SET #s = :failed, finished_at = :now, #e = :error",
+                ConditionExpression="attribute_not_exists(#s) OR #s <> :succeeded",
+                ExpressionAttributeNames={"#s": "status", "#e": "error"},
+                ExpressionAttributeValues={
+                    ":failed": "failed",
+                    ":succeeded": "succeeded",
+                    ":now": _iso(now or utcnow()),
+                    ":error": error[:2000],
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _to_status(item: dict[str, Any]) -> TaskStatus:
+    return TaskStatus(
+        id=item[TASK_TABLE_KEY],
+        runtime=item.get("runtime", ""),
+        status=item.get("status", "queued"),
+        created_at=item.get("created_at") or item.get("started_at"),
+        started_at=item.get("started_at"),
+        finished_at=item.get("finished_at"),
+        attempts=int(item.get("attempts", 0)),
+        images=list(item.get("images", [])),
+        error=item.get("error"),
+    )
