@@ -8,6 +8,7 @@ the ``runtime`` attribute, a results topic, the task table and the bucket.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -64,15 +65,13 @@ def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> L
     else:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
 
-    try:
+    with contextlib.suppress(ddb.exceptions.ResourceInUseException):
         ddb.create_table(
             TableName=layout.task_table_name,
             AttributeDefinitions=[{"AttributeName": TASK_TABLE_KEY, "AttributeType": "S"}],
             KeySchema=[{"AttributeName": TASK_TABLE_KEY, "KeyType": "HASH"}],
             BillingMode="PAY_PER_REQUEST",
         )
-    except ddb.exceptions.ResourceInUseException:
-        pass
 
     tasks_topic = sns.create_topic(Name=layout.tasks_topic_name)["TopicArn"]
     results_topic = sns.create_topic(Name=layout.results_topic_name)["TopicArn"]

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_fan_out_reaches_only_the_named_runtime_queue(two_runtime_stack):
-    config, res = two_runtime_stack
+    _config, res = two_runtime_stack
     sns = boto3.client("sns", endpoint_url=res.aws_endpoint_url)
     sqs = boto3.client("sqs", endpoint_url=res.aws_endpoint_url)
     sns.publish(
