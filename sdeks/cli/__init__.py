@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sdeks.cli import schema_cmd
+from sdeks.cli import local_cmd, schema_cmd, task_cmd
 
 app = typer.Typer(
     name="sdeks",
@@ -14,6 +14,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 schema_cmd.register(app)
+local_cmd.register(app)
+task_cmd.register(app)
 
 
 @app.callback()

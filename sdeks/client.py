@@ -1,0 +1,96 @@
+"""A small client for the v1alpha2 API: submit, poll status, download images.
+
+Downloads use the API's presigned URLs, so the same code works against a
+deployed stack and the local one, and needs no AWS credentials.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sdeks.contract import API_VERSION, TERMINAL_STATES, SubmitResponse, TaskStatus
+
+
+class ApiError(RuntimeError):
+    """A non-2xx answer; ``message`` is the API's own error message."""
+
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{status_code} {code}: {message}")
+        self.status_code, self.code, self.message, self.details = status_code, code, message, details
+
+
+class ApiClient:
+    def __init__(self, api_url: str, api_key: str, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=api_url.rstrip("/"), headers={"x-api-key": api_key}, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.is_success:
+            return body
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(
+            response.status_code,
+            error.get("code", "http_error"),
+            error.get("message") or body.get("message") or response.reason_phrase,
+            error.get("details"),
+        )
+
+    def submit(self, request: dict[str, Any]) -> SubmitResponse:
+        return SubmitResponse.model_validate(self._check(self._http.post(f"/{API_VERSION}", json=request)))
+
+    def status(self, task_id: str, presign: bool = False) -> TaskStatus:
+        params = {"presign": "1"} if presign else None
+        return TaskStatus.model_validate(self._check(self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params)))
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        return self._check(self._http.get(f"/{API_VERSION}/runtimes"))
+
+    def wait(
+        self,
+        task_id: str,
+        timeout_s: float = 600.0,
+        poll_s: float = 0.5,
+        on_change: Callable[[TaskStatus], None] = lambda status: None,
+    ) -> TaskStatus:
+        """Poll until the task is terminal; report every status change."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            status = self.status(task_id, presign=True)
+            if status.status != last:
+                on_change(status)
+                last = status.status
+            if status.status in TERMINAL_STATES:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {status.status} after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+    def download(self, status: TaskStatus, out_dir: Path) -> list[Path]:
+        """Save the task's images (via presigned URLs) as ``out_dir/<name>.png``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for uri, url in zip(status.images, status.image_urls or [], strict=False):
+            target = out_dir / uri.rsplit("/", 1)[-1]
+            response = httpx.get(url, timeout=60)
+            response.raise_for_status()
+            target.write_bytes(response.content)
+            paths.append(target)
+        return paths

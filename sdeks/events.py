@@ -1,0 +1,83 @@
+"""Follow completion events: a temporary SQS queue subscribed to the results topic."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+
+@dataclass
+class EventSubscription:
+    sqs: Any
+    sns: Any
+    queue_url: str
+    subscription_arn: str
+
+    @classmethod
+    def create(
+        cls, topic_arn: str, endpoint_url: str | None = None, region: str | None = None, runtime: str | None = None
+    ) -> EventSubscription:
+        """Subscribe a fresh queue (raw delivery, optional filter on ``runtime``) to the topic."""
+        session = boto3.session.Session(region_name=region or topic_arn.split(":")[3])
+        sqs = session.client("sqs", endpoint_url=endpoint_url)
+        sns = session.client("sns", endpoint_url=endpoint_url)
+        name = f"sdeks-events-{uuid.uuid4().hex[:12]}"
+        url = sqs.create_queue(QueueName=name, Attributes={"SqsManagedSseEnabled": "true"})["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sqs.set_queue_attributes(
+            QueueUrl=url,
+            Attributes={
+                "Policy": json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"Service": "sns.amazonaws.com"},
+                                "Action": "sqs:SendMessage",
+                                "Resource": arn,
+                                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                            }
+                        ],
+                    }
+                )
+            },
+        )
+        attributes = {"RawMessageDelivery": "true"}
+        if runtime:
+            attributes["FilterPolicy"] = json.dumps({"runtime": [runtime]})
+        sub = sns.subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes, ReturnSubscriptionArn=True
+        )
+        return cls(sqs, sns, url, sub["SubscriptionArn"])
+
+    def follow(self, count: int | None = None, timeout_s: float | None = None) -> Iterator[dict[str, Any]]:
+        seen = 0
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        while count is None or seen < count:
+            if deadline and time.monotonic() > deadline:
+                return
+            wait = 5 if deadline is None else max(0, min(5, int(deadline - time.monotonic())))
+            for message in self.sqs.receive_message(
+                QueueUrl=self.queue_url, WaitTimeSeconds=wait, MaxNumberOfMessages=10
+            ).get("Messages", []):
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+                try:
+                    yield json.loads(message["Body"])
+                except ValueError:
+                    continue
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    def delete(self) -> None:
+        try:
+            self.sns.unsubscribe(SubscriptionArn=self.subscription_arn)
+        finally:
+            self.sqs.delete_queue(QueueUrl=self.queue_url)
