@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -55,6 +56,7 @@ def up(
     if detach:
         _up_detached(sys.argv[1:], options, timeout)
         return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     stack = LocalStack(cfg, options)
     stack.supervisor.install_signal_handlers()
     try:

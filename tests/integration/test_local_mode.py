@@ -237,7 +237,7 @@ def test_fan_out_by_runtime_and_events_reach_a_subscriber(stack, tmp_path):
         check=True,
     )
     assert Path(result.stdout.split()[0]).name == "fan-1-1.png"
-    out, err = follower.communicate(timeout=150)
+    out, _ = follower.communicate(timeout=150)
     event = json.loads(out.strip().splitlines()[0])
     assert (event["id"], event["runtime"], event["status"], event["result"]) == ("fan-1", "second", "succeeded", True)
     status = json.loads(sdeks(root, "status", "fan-1", check=True).stdout)
@@ -263,7 +263,7 @@ def test_killed_agent_is_restarted_and_every_task_completes_once(stack, tmp_path
             f"output/{task_id}/{task_id}-1.png",
             f"output/{task_id}/{task_id}.json",
         ]
-    log = (Path(state.log_dir).parent / "logs" / "supervisor.log").read_text()
+    log = (Path(state.log_dir) / "supervisor.log").read_text()
     assert "agent-sdruntime killed by signal 9; restarting it" in log
 
 
