@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -431,6 +433,8 @@ BAD_VALUES = [
     ({"agent": {"taskTimeoutSeconds": 5}}, "/agent/taskTimeoutSeconds"),
     ({"agent": {"resultsTopicArn": "topic"}}, "/agent/resultsTopicArn"),
     ({"aws": {"region": "moon"}}, "/aws/region"),
+    ({"nodePool": {"tags": {"kubernetes.io/cluster/x": "owned"}}}, "invalid propertyName 'kubernetes.io/cluster/x'"),
+    ({"nodePool": {"tags": {"team": ""}}}, "/nodePool/tags/team"),
 ]
 
 
@@ -484,3 +488,39 @@ def test_validator_catches_bad_objects(helm_template, manifest_validator):
     scaled = result.one("ScaledObject")
     scaled["spec"]["minReplicaCount"] = "zero"
     assert manifest_validator.errors(scaled)
+
+
+def test_helm_values_match_chart_schema():
+    """helm_values() output satisfies values.schema.json for every runtime of every example config."""
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        config = load_config(path, environ={})
+        for runtime in config.runtimes:
+            values = cloud_values(path, runtime.name)
+            errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
+            assert not errors, f"{path.name} {runtime.name}: {errors}"
+
+
+def _leaf_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value and key not in {"resources", "requests", "limits", "startupProbe"}:
+            keys += _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def test_readme_documents_every_value():
+    readme = (CHART_DIR / "README.md").read_text()
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    required = ["agent.queueUrl", "agent.outputBucket", "agent.resultsTopicArn", "agent.taskTable", "aws.region"]
+    required += ["models.s3.bucket", "nodePool.clusterName", "nodePool.nodeRole"]
+    missing = []
+    for key in [k for k in _leaf_keys(values) if k != "aws"] + required:
+        last = key.rsplit(".", 1)[-1]
+        if f"`{key}`" not in readme and f"`.{last}`" not in readme and f"`{last}`" not in readme:
+            missing.append(key)
+    assert not missing, f"README values table lacks {missing}"
+    assert set(values) - {"aws"} <= set(schema["properties"])
