@@ -1,0 +1,232 @@
+"""REST API: API key + usage plan, request validation, access logs, X-Ray, and the API Lambda."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.bundle import build_api_bundle
+from infra.storage import CLAIMS_PREFIX
+from sdeks.config import Config
+
+API_VERSION = "v1alpha2"
+STAGE_NAME = "prod"
+PRESIGN_EXPIRES_S = 3600
+LAMBDA_HANDLER = "handler.handler"
+
+# Access log line: who called what, how it went. Never the API key itself (apiKeyId is its id).
+ACCESS_LOG_FIELDS = {
+    "requestId": "$context.requestId",
+    "extendedRequestId": "$context.extendedRequestId",
+    "requestTime": "$context.requestTime",
+    "ip": "$context.identity.sourceIp",
+    "userAgent": "$context.identity.userAgent",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "path": "$context.path",
+    "status": "$context.status",
+    "protocol": "$context.protocol",
+    "requestLength": "$context.requestLength",
+    "responseLength": "$context.responseLength",
+    "responseLatency": "$context.responseLatency",
+    "integrationStatus": "$context.integration.status",
+    "integrationLatency": "$context.integration.latency",
+    "errorMessage": "$context.error.message",
+    "xrayTraceId": "$context.xrayTraceId",
+}
+
+# API Gateway's own errors, in the contract's error shape {"error": {"code", "message", "details"}}.
+GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str, str | None]] = {
+    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "validation_error", None),
+    "InvalidApiKey": (apigw.ResponseType.INVALID_API_KEY, "forbidden", None),
+    "UnknownRoute": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "not_found", "404"),
+    "Throttled": (apigw.ResponseType.THROTTLED, "throttled", None),
+    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "quota_exceeded", None),
+    "TooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "payload_too_large", None),
+    "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, "client_error", None),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, "server_error", None),
+}
+
+SUBMIT_MODEL_SCHEMA = apigw.JsonSchema(
+    schema=apigw.JsonSchemaVersion.DRAFT4,
+    title="SubmitTask",
+    type=apigw.JsonSchemaType.OBJECT,
+    required=["task"],
+    properties={"task": apigw.JsonSchema(type=apigw.JsonSchemaType.OBJECT)},
+)
+"""A coarse gate only: the Lambda validates the task with sdeks.contract and names each bad field."""
+
+
+class Api(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        cid: str,
+        *,
+        config: Config,
+        tasks_topic: sns.ITopic,
+        table: dynamodb.ITable,
+        output_bucket: s3.IBucket,
+    ) -> None:
+        super().__init__(scope, cid)
+        project = config.project
+
+        self.function_log_group = logs.LogGroup(
+            self, "FunctionLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.role = iam.Role(
+            self,
+            "FunctionRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{project} API Lambda: publish tasks, task rows, claim checks",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="Logs",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.function_log_group.log_group_arn],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(sid="PublishTasks", actions=["sns:Publish"], resources=[tasks_topic.topic_arn])
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TaskRows",
+                actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                resources=[table.table_arn],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ClaimChecks",
+                actions=["s3:PutObject"],
+                resources=[output_bucket.arn_for_objects(f"{CLAIMS_PREFIX}*")],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PresignOutputs", actions=["s3:GetObject"], resources=[output_bucket.arn_for_objects("*")]
+            )
+        )
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description=f"{project} API: validate, record and enqueue tasks; task status",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.X86_64,
+            handler=LAMBDA_HANDLER,
+            code=lambda_.Code.from_asset(str(build_api_bundle())),
+            memory_size=512,
+            timeout=Duration.seconds(29),
+            tracing=lambda_.Tracing.ACTIVE,
+            role=self.role,
+            log_group=self.function_log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            environment={
+                "SDEKS_RUNTIMES": json.dumps(config.runtime_types, sort_keys=True),
+                "SDEKS_TASKS_TOPIC_ARN": tasks_topic.topic_arn,
+                "SDEKS_TASK_TABLE": table.table_name,
+                "SDEKS_OUTPUT_BUCKET": output_bucket.bucket_name,
+                "SDEKS_PRESIGN_EXPIRES_S": str(PRESIGN_EXPIRES_S),
+            },
+        )
+
+        self.access_log_group = logs.LogGroup(
+            self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.rest_api = apigw.RestApi(
+            self,
+            "RestApi",
+            rest_api_name=f"{project}-api",
+            description=f"{project}: asynchronous Stable Diffusion tasks ({API_VERSION})",
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN,
+            deploy_options=apigw.StageOptions(
+                stage_name=STAGE_NAME,
+                tracing_enabled=True,
+                metrics_enabled=True,
+                logging_level=apigw.MethodLoggingLevel.ERROR,
+                data_trace_enabled=False,  # request bodies (prompts, images) stay out of execution logs
+                access_log_destination=apigw.LogGroupLogDestination(self.access_log_group),
+                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
+            ),
+            default_method_options=apigw.MethodOptions(api_key_required=True),
+        )
+        for rid, (rtype, code, status) in GATEWAY_ERRORS.items():
+            self.rest_api.add_gateway_response(
+                rid,
+                type=rtype,
+                status_code=status,
+                templates={
+                    "application/json": (
+                        f'{{"error": {{"code": "{code}", "message": $context.error.messageString, "details": null}}}}'
+                    )
+                },
+            )
+
+        integration = apigw.LambdaIntegration(self.function, proxy=True)
+        submit_model = self.rest_api.add_model(
+            "SubmitTaskModel", content_type="application/json", schema=SUBMIT_MODEL_SCHEMA
+        )
+        # Body (against the model, when the method has one) and declared parameters.
+        validator = self.rest_api.add_request_validator(
+            "Validator",
+            request_validator_name="body-and-parameters",
+            validate_request_body=True,
+            validate_request_parameters=True,
+        )
+
+        # POST /v1alpha2 (API Gateway also routes /v1alpha2/ here: a trailing slash names the same resource).
+        version = self.rest_api.root.add_resource(API_VERSION)
+        version.add_method(
+            "POST",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_models={"application/json": submit_model},
+        )
+        version.add_resource("tasks").add_resource("{id}").add_method(
+            "GET",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_parameters={"method.request.path.id": True},
+        )
+        version.add_resource("runtimes").add_method(
+            "GET", integration, api_key_required=True, request_validator=validator
+        )
+
+        self.api_key = self.rest_api.add_api_key("ApiKey", api_key_name=f"{project}-default")
+        self.usage_plan = self.rest_api.add_usage_plan(
+            "UsagePlan",
+            name=f"{project}-default",
+            throttle=apigw.ThrottleSettings(
+                rate_limit=config.api.throttle.rate_limit, burst_limit=config.api.throttle.burst_limit
+            ),
+            quota=apigw.QuotaSettings(limit=config.api.quota.limit, period=apigw.Period[config.api.quota.period]),
+        )
+        self.usage_plan.add_api_stage(stage=self.rest_api.deployment_stage)
+        self.usage_plan.add_api_key(self.api_key)
+
+        CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="sdeks submit --api-url")
+        CfnOutput(
+            self,
+            "ApiKeyCommand",
+            value="aws apigateway get-api-key --include-value --query value --output text"
+            f" --api-key {self.api_key.key_id}",
+            description="prints the API key (sdeks submit --api-key)",
+        )

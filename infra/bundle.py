@@ -1,0 +1,142 @@
+"""Build the API Lambda's code directory without Docker.
+
+The asset is ``lambda/api/*`` + the ``sdeks`` package + pydantic/PyYAML wheels for
+Lambda's platform (manylinux2014_x86_64, CPython 3.12). Wheels are downloaded once
+into ``.cache/lambda-wheels`` (git-ignored); later builds install from there with
+``--no-index``, so synth works offline once the cache is warm.
+
+The result lands in ``.cache/lambda-api/<content hash>``: identical inputs give the
+same directory (and the same CDK asset hash), and concurrent synths never see a
+half-written directory (build in a temp dir, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LAMBDA_PYTHON = "3.12"
+LAMBDA_PLATFORM = "manylinux2014_x86_64"
+LAMBDA_PACKAGES = ("pydantic", "pyyaml")
+"""What the handler needs beyond the Lambda runtime (boto3 is provided by it)."""
+
+_SKIP = {"__pycache__", ".build", ".pytest_cache", "tests"}
+
+
+class BundleError(RuntimeError):
+    pass
+
+
+def lambda_requirements(root: Path = REPO_ROOT) -> list[str]:
+    """Pins for the Lambda, taken from requirements/base.txt (one source of versions)."""
+    pins = []
+    for line in (root / "requirements" / "base.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and line.split("==", 1)[0].strip().lower() in LAMBDA_PACKAGES:
+            pins.append(line)
+    extra = root / "lambda" / "api" / "requirements.txt"
+    if extra.is_file():
+        for line in extra.read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and not line.lower().startswith(("boto3", "botocore")) and line not in pins:
+                pins.append(line)
+    return sorted(pins)
+
+
+def _files(src: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP and not d.endswith(".egg-info"))
+        for name in sorted(filenames):
+            if not name.endswith((".pyc", ".pyo")):
+                out.append(Path(dirpath) / name)
+    return out
+
+
+def _pip(args: list[str]) -> None:
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise BundleError(f"pip {' '.join(args[:2])} failed:\n{proc.stderr[-2000:]}")
+
+
+def _platform_args() -> list[str]:
+    return [
+        "--platform",
+        LAMBDA_PLATFORM,
+        "--implementation",
+        "cp",
+        "--python-version",
+        LAMBDA_PYTHON,
+        "--only-binary=:all:",
+    ]
+
+
+def dependencies_dir(cache: Path, pins: list[str]) -> Path:
+    """site-packages for the pins, installed from the wheel cache (downloaded on a miss)."""
+    key = hashlib.sha256("\n".join([LAMBDA_PLATFORM, LAMBDA_PYTHON, *pins]).encode()).hexdigest()[:16]
+    target = cache / "lambda-deps" / key
+    if target.is_dir():
+        return target
+    wheels = cache / "lambda-wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=target.parent))
+    try:
+        install = ["install", "--quiet", "--no-compile", "--target", str(tmp), *_platform_args()]
+        try:
+            _pip([*install, "--no-index", "--find-links", str(wheels), *pins])
+        except BundleError:
+            _pip(["download", "--quiet", "--dest", str(wheels), *_platform_args(), *pins])
+            _pip([*install, "--no-index", "--find-links", str(wheels), *pins])
+        for junk in tmp.glob("*.dist-info/RECORD"):
+            junk.unlink()  # holds paths of the temp dir: would make the asset hash differ per build
+        for bin_dir in [tmp / "bin"]:
+            shutil.rmtree(bin_dir, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
+    """The directory to hand to ``lambda.Code.from_asset``."""
+    cache = cache or root / ".cache"
+    deps = dependencies_dir(cache, lambda_requirements(root))
+    sources: list[tuple[Path, Path]] = []  # (file, path inside the bundle)
+    handler_dir = root / "lambda" / "api"
+    for f in _files(handler_dir):
+        sources.append((f, f.relative_to(handler_dir)))
+    for f in _files(root / "sdeks"):
+        sources.append((f, f.relative_to(root)))
+    digest = hashlib.sha256(deps.name.encode())
+    for f, rel in sources:
+        digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+    out = cache / "lambda-api" / digest.hexdigest()[:20]
+    if out.is_dir():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="build.", dir=out.parent))
+    try:
+        shutil.copytree(deps, tmp, dirs_exist_ok=True)
+        for f, rel in sources:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, tmp / rel)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not out.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,89 @@
+"""Topics and queues: tasks topic → per-runtime queue (filter on ``runtime``) + DLQ; results topic."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subs
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from sdeks.config import ResourceLayout
+
+
+class RuntimeQueue(Construct):
+    def __init__(self, scope: Construct, cid: str, *, queue: sqs.Queue, dlq: sqs.Queue) -> None:
+        super().__init__(scope, cid)
+        self.queue = queue
+        self.dlq = dlq
+
+
+class Messaging(Construct):
+    """Everything named and filtered as :func:`sdeks.config.resource_layout` says.
+
+    Topics use the AWS-managed SNS key (``alias/aws/sns``): publishers in the account
+    need no KMS grant and SQS subscribers keep SSE-SQS. Queues use SSE-SQS. Every
+    topic and queue denies non-TLS access.
+    """
+
+    def __init__(self, scope: Construct, cid: str, *, layout: ResourceLayout) -> None:
+        super().__init__(scope, cid)
+        sns_key = kms.Alias.from_alias_name(self, "SnsKey", "alias/aws/sns")
+        self.tasks_topic = sns.Topic(
+            self, "Tasks", topic_name=layout.tasks_topic_name, master_key=sns_key, enforce_ssl=True
+        )
+        self.results_topic = sns.Topic(
+            self, "Results", topic_name=layout.results_topic_name, master_key=sns_key, enforce_ssl=True
+        )
+        self.runtime_queues: dict[str, RuntimeQueue] = {}
+        for rq in layout.runtimes:
+            name = rq.runtime.name
+            dlq = sqs.Queue(
+                self,
+                f"{name}Dlq",
+                queue_name=rq.dlq_name,
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                retention_period=Duration.seconds(rq.dlq_retention_s),
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            queue = sqs.Queue(
+                self,
+                f"{name}Queue",
+                queue_name=rq.queue_name,
+                encryption=sqs.QueueEncryption.SQS_MANAGED,
+                enforce_ssl=True,
+                visibility_timeout=Duration.seconds(rq.visibility_timeout_s),
+                receive_message_wait_time=Duration.seconds(20),
+                dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=rq.max_receive_count),
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            # Adds the queue policy statement: sns:SendMessage from this topic only (aws:SourceArn).
+            self.tasks_topic.add_subscription(
+                subs.SqsSubscription(
+                    queue,
+                    raw_message_delivery=True,
+                    filter_policy={
+                        attr: sns.SubscriptionFilter.string_filter(allowlist=values)
+                        for attr, values in rq.filter_policy.items()
+                    },
+                )
+            )
+            self.runtime_queues[name] = RuntimeQueue(self, name, queue=queue, dlq=dlq)
+
+    def grant_consume(self, runtime_name: str, grantee: iam.IGrantable) -> None:
+        """What a runtime's queue agent needs on its own queue, and nothing else."""
+        queue = self.runtime_queues[runtime_name].queue
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+            ],
+            resource_arns=[queue.queue_arn],
+        )

@@ -1,0 +1,99 @@
+"""Topics, per-runtime queues, DLQs, filter policies: exactly what resource_layout() says."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdeks.config import resource_layout
+from tests.infra.helpers import as_list, is_tls_only, logical_id
+
+pytestmark = pytest.mark.slow
+
+
+def test_one_queue_and_dlq_per_runtime(synth_any):
+    raw = synth_any.raw
+    layout = resource_layout(synth_any.config)
+    queues = synth_any.resources("AWS::SQS::Queue")
+    assert len(queues) == 2 * len(layout.runtimes)
+    for rq in layout.runtimes:
+        qid = logical_id(raw, "AWS::SQS::Queue", QueueName=rq.queue_name)
+        did = logical_id(raw, "AWS::SQS::Queue", QueueName=rq.dlq_name)
+        queue, dlq = queues[qid]["Properties"], queues[did]["Properties"]
+        assert queue["VisibilityTimeout"] == rq.visibility_timeout_s
+        assert queue["ReceiveMessageWaitTimeSeconds"] == 20
+        assert queue["RedrivePolicy"] == {
+            "deadLetterTargetArn": {"Fn::GetAtt": [did, "Arn"]},
+            "maxReceiveCount": rq.max_receive_count,
+        }
+        assert dlq["MessageRetentionPeriod"] == rq.dlq_retention_s
+        assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+
+
+def test_max_receive_counts_follow_the_config(synth_two_runtimes):
+    counts = {
+        q["Properties"]["QueueName"]: q["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+        for q in synth_two_runtimes.resources("AWS::SQS::Queue").values()
+        if "RedrivePolicy" in q["Properties"]
+    }
+    assert counts == {"sdeks-sd15": 3, "sdeks-comfy": 2}
+
+
+def test_subscriptions_filter_on_runtime_with_raw_delivery(synth_any):
+    raw = synth_any.raw
+    layout = resource_layout(synth_any.config)
+    tasks = logical_id(raw, "AWS::SNS::Topic", TopicName=layout.tasks_topic_name)
+    subs = list(synth_any.resources("AWS::SNS::Subscription").values())
+    assert len(subs) == len(layout.runtimes)
+    by_queue = {s["Properties"]["Endpoint"]["Fn::GetAtt"][0]: s["Properties"] for s in subs}
+    for rq in layout.runtimes:
+        sub = by_queue[logical_id(raw, "AWS::SQS::Queue", QueueName=rq.queue_name)]
+        assert sub["Protocol"] == "sqs"
+        assert sub["TopicArn"] == {"Ref": tasks}
+        assert sub["RawMessageDelivery"] is True
+        assert sub["FilterPolicy"] == rq.filter_policy
+        assert sub.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
+
+
+def test_topics_are_encrypted_and_tls_only(synth_any):
+    raw = synth_any.raw
+    layout = resource_layout(synth_any.config)
+    topics = synth_any.resources("AWS::SNS::Topic")
+    assert {t["Properties"]["TopicName"] for t in topics.values()} == {
+        layout.tasks_topic_name,
+        layout.results_topic_name,
+    }
+    for t in topics.values():
+        assert t["Properties"]["KmsMasterKeyId"]
+    policies = synth_any.resources("AWS::SNS::TopicPolicy").values()
+    covered = {
+        topic["Ref"]
+        for p in policies
+        if is_tls_only(p["Properties"]["PolicyDocument"]["Statement"])
+        for topic in p["Properties"]["Topics"]
+    }
+    assert covered == set(topics)
+    assert raw
+
+
+def test_queue_policies_tls_only_and_sns_from_tasks_topic_only(synth_any):
+    raw = synth_any.raw
+    layout = resource_layout(synth_any.config)
+    tasks = logical_id(raw, "AWS::SNS::Topic", TopicName=layout.tasks_topic_name)
+    queues = set(synth_any.resources("AWS::SQS::Queue"))
+    tls_covered = set()
+    for p in synth_any.resources("AWS::SQS::QueuePolicy").values():
+        statements = p["Properties"]["PolicyDocument"]["Statement"]
+        refs = {q["Ref"] for q in p["Properties"]["Queues"]}
+        if is_tls_only(statements):
+            tls_covered |= refs
+        for s in statements:
+            if s["Effect"] == "Allow":
+                assert as_list(s["Action"]) == ["sqs:SendMessage"]
+                assert s["Principal"] == {"Service": "sns.amazonaws.com"}
+                assert s["Condition"]["ArnEquals"]["aws:SourceArn"] == {"Ref": tasks}
+    # Every queue policy the CDK generates; queues without one are DLQs nobody but SQS redrive writes to.
+    main_queues = {
+        lid for lid, q in synth_any.resources("AWS::SQS::Queue").items() if "RedrivePolicy" in q["Properties"]
+    }
+    assert main_queues <= tls_covered <= queues
+    assert tls_covered == queues
