@@ -1,0 +1,283 @@
+"""The AUTOMATIC1111 ``/sdapi/v1`` dialect over the engine.
+
+Request bodies are validated with the contract's content models (the same ones the
+API front door uses), so a body the API accepted is one the runtime accepts.
+Fields the runtime does not implement are accepted, ignored, and listed in
+``info["ignored_fields"]`` so a caller can see that they had no effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
+from sd_runtime.errors import ApiError, read_json_object
+from sd_runtime.imageio import decode_image, encode_png
+from sd_runtime.samplers import a1111_samplers
+from sd_runtime.upscale import a1111_upscalers, upscale
+from sdeks.contract import (
+    ExtraBatchImagesContent,
+    ExtraSingleImageContent,
+    Img2ImgContent,
+    Txt2ImgContent,
+)
+
+GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength"}
+IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
+UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
+# A1111 fields that default to "off" and are harmless when sent with their default value.
+_NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "restore_faces": False,
+    "tiling": False,
+    "enable_hr": False,
+    "subseed": -1,
+    "subseed_strength": 0,
+    "send_images": True,
+    "save_images": False,
+    "do_not_save_samples": False,
+    "do_not_save_grid": False,
+    "styles": [],
+    "override_settings": {},
+    "script_args": [],
+    "alwayson_scripts": {},
+    "upscaler_2": "None",
+    "extras_upscaler_2_visibility": 0,
+    "gfpgan_visibility": 0,
+    "codeformer_visibility": 0,
+    "upscaling_crop": True,
+    "show_extras_results": True,
+    "resize_mode": 0,
+}
+
+
+def ignored_fields(content: BaseModel, body: dict[str, Any], implemented: set[str]) -> list[str]:
+    """Fields present in the request that had no effect (non-default values of unimplemented fields)."""
+    out = []
+    for key, value in body.items():
+        if key in implemented or key == "sampler_index":
+            continue
+        if key in _NEUTRAL_DEFAULTS and value in (_NEUTRAL_DEFAULTS[key], None):
+            continue
+        if key == "alwayson_scripts" and not value:
+            continue
+        out.append(key)
+    return sorted(out)
+
+
+def _normalize(body: dict[str, Any]) -> dict[str, Any]:
+    """A1111 aliases: ``sampler_index`` was the sampler's name before ``sampler_name`` existed."""
+    if "sampler_name" not in body and isinstance(body.get("sampler_index"), str):
+        body = {**body, "sampler_name": body["sampler_index"]}
+    return body
+
+
+def infotext(req: GenerationRequest, seed: int, model: str) -> str:
+    """A1111's human-readable generation parameters (also stored in the PNG)."""
+    parts = [
+        f"Steps: {req.steps}",
+        f"Sampler: {req.sampler_name}",
+        f"CFG scale: {req.cfg_scale:g}",
+        f"Seed: {seed}",
+        f"Size: {req.width}x{req.height}",
+        f"Model: {model}",
+    ]
+    if req.init_images:
+        parts.append(f"Denoising strength: {req.denoising_strength:g}")
+    neg = f"\nNegative prompt: {req.negative_prompt}" if req.negative_prompt else ""
+    return f"{req.prompt}{neg}\n{', '.join(parts)}"
+
+
+def build_response(
+    req: GenerationRequest, result: GenerationResult, parameters: dict[str, Any], ignored: list[str]
+) -> dict[str, Any]:
+    texts = [infotext(req, s, result.model) for s in result.all_seeds]
+    info = {
+        "prompt": req.prompt,
+        "all_prompts": [req.prompt] * len(result.images),
+        "negative_prompt": req.negative_prompt,
+        "all_negative_prompts": [req.negative_prompt] * len(result.images),
+        "seed": result.seed,
+        "all_seeds": result.all_seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * len(result.images),
+        "width": req.width,
+        "height": req.height,
+        "sampler_name": req.sampler_name,
+        "cfg_scale": req.cfg_scale,
+        "steps": req.steps,
+        "batch_size": req.batch_size,
+        "n_iter": req.n_iter,
+        "denoising_strength": req.denoising_strength if req.init_images else None,
+        "sd_model_name": result.model,
+        "sd_model_hash": None,
+        "index_of_first_image": 0,
+        "infotexts": texts,
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+        "interrupted": result.interrupted,
+        "ignored_fields": ignored,
+        "run_s": round(result.run_s, 4),
+        "version": "sdeks-sd_runtime",
+    }
+    images = [encode_png(img, text) for img, text in zip(result.images, texts, strict=True)]
+    return {"images": images, "parameters": parameters, "info": json.dumps(info)}
+
+
+def create_router(engine: Engine) -> APIRouter:
+    router = APIRouter(prefix="/sdapi/v1")
+
+    async def run(req: GenerationRequest) -> GenerationResult:
+        if engine.model is None:
+            raise ApiError(503, "no_model", engine.load_error or "no model loaded yet", {"loading": engine.loading})
+        return await engine.submit(engine.generate, req)
+
+    @router.post("/txt2img")
+    async def txt2img(request: Request) -> JSONResponse:
+        body = _normalize(await read_json_object(request))
+        content = Txt2ImgContent.model_validate(body)
+        req = GenerationRequest(**{k: getattr(content, k) for k in GEN_FIELDS}, job="txt2img")
+        result = await run(req)
+        parameters = content.model_dump(mode="json")
+        payload = await asyncio.to_thread(
+            build_response, req, result, parameters, ignored_fields(content, body, GEN_FIELDS)
+        )
+        return JSONResponse(payload)
+
+    @router.post("/img2img")
+    async def img2img(request: Request) -> JSONResponse:
+        body = _normalize(await read_json_object(request))
+        content = Img2ImgContent.model_validate(body)
+        if not content.init_images:
+            raise ApiError(
+                422,
+                "validation_error",
+                "init_images is required: the runtime accepts inline base64 images only "
+                "(alwayson_scripts.image_link URLs are resolved by the queue agent)",
+            )
+        inits = [decode_image(v, f"init_images[{i}]") for i, v in enumerate(content.init_images)]
+        mask = decode_image(content.mask, "mask", mode="L") if content.mask else None
+        size = (content.width, content.height)
+        inits = [im if im.size == size else im.resize(size) for im in inits]  # A1111 resize_mode 0: just resize
+        if mask is not None and mask.size != size:
+            mask = mask.resize(size)
+        req = GenerationRequest(
+            **{k: getattr(content, k) for k in GEN_FIELDS},
+            init_images=inits,
+            denoising_strength=content.denoising_strength,
+            mask=mask,
+            job="img2img",
+        )
+        result = await run(req)
+        parameters = content.model_dump(mode="json") | {"init_images": None, "mask": None}
+        ignored = ignored_fields(content, body, IMG2IMG_FIELDS)
+        payload = await asyncio.to_thread(build_response, req, result, parameters, ignored)
+        return JSONResponse(payload)
+
+    def _upscale_one(content: Any, data: str, field: str) -> str:
+        img = decode_image(data, field)
+        out = upscale(
+            img,
+            content.upscaler_1,
+            content.resize_mode,
+            content.upscaling_resize,
+            content.upscaling_resize_w,
+            content.upscaling_resize_h,
+        )
+        return encode_png(out)
+
+    @router.post("/extra-single-image")
+    async def extra_single(request: Request) -> JSONResponse:
+        body = await read_json_object(request)
+        content = ExtraSingleImageContent.model_validate(body)
+        image = await asyncio.to_thread(_upscale_one, content, content.image, "image")
+        ignored = ignored_fields(content, body, UPSCALE_FIELDS | {"image"})
+        return JSONResponse({"html_info": "", "image": image, "ignored_fields": ignored})
+
+    @router.post("/extra-batch-images")
+    async def extra_batch(request: Request) -> JSONResponse:
+        body = await read_json_object(request)
+        content = ExtraBatchImagesContent.model_validate(body)
+
+        def work() -> list[str]:
+            return [_upscale_one(content, b.data, f"imageList[{i}].data") for i, b in enumerate(content.imageList)]
+
+        images = await asyncio.to_thread(work)
+        ignored = ignored_fields(content, body, UPSCALE_FIELDS | {"imageList"})
+        return JSONResponse({"html_info": "", "images": images, "ignored_fields": ignored})
+
+    @router.get("/sd-models")
+    async def sd_models() -> list[dict[str, Any]]:
+        return [r.a1111() for r in engine.models()]
+
+    @router.post("/refresh-checkpoints")
+    async def refresh() -> None:
+        return None  # discovery reads the models dir on every listing
+
+    @router.get("/samplers")
+    async def samplers() -> list[dict[str, Any]]:
+        return a1111_samplers()
+
+    @router.get("/upscalers")
+    async def upscalers() -> list[dict[str, Any]]:
+        return a1111_upscalers()
+
+    @router.get("/options")
+    async def get_options() -> dict[str, Any]:
+        return {
+            "sd_model_checkpoint": engine.model.title if engine.model else None,
+            "sd_checkpoint_hash": None,
+            "samples_format": "png",
+            "sd_runtime_device": engine.device,
+            "sd_runtime_dtype": str(engine.dtype).removeprefix("torch."),
+        }
+
+    @router.post("/options")
+    async def set_options(request: Request) -> None:
+        body = await read_json_object(request)
+        name = body.get("sd_model_checkpoint")
+        if name is not None:
+            if not isinstance(name, str) or not name.strip():
+                raise ApiError(422, "validation_error", "sd_model_checkpoint must be a non-empty string")
+            await engine.load(name)
+        return None
+
+    @router.get("/progress")
+    async def progress() -> dict[str, Any]:
+        p = engine.progress
+        frac = p.fraction()
+        elapsed = time.time() - p.started if p.started else 0.0
+        eta = elapsed / frac - elapsed if frac > 0 else 0.0
+        return {
+            "progress": round(frac, 4),
+            "eta_relative": round(eta, 3),
+            "state": {
+                "skipped": False,
+                "interrupted": p.interrupted,
+                "job": p.job,
+                "job_count": p.job_count,
+                "job_timestamp": p.job_timestamp,
+                "job_no": p.job_no,
+                "sampling_step": p.step,
+                "sampling_steps": p.steps,
+            },
+            "current_image": None,
+            "textinfo": None,
+        }
+
+    @router.post("/interrupt")
+    async def interrupt() -> None:
+        engine.interrupt()
+        return None
+
+    @router.post("/skip")
+    async def skip() -> None:
+        engine.interrupt()
+        return None
+
+    return router

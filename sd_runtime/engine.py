@@ -1,0 +1,249 @@
+"""The inference engine: one loaded model, one worker thread, progress and interrupt.
+
+Independent of any HTTP dialect: the A1111 router (and later a ComfyUI one) turn
+their requests into :class:`GenerationRequest` and await :meth:`Engine.submit`.
+
+Why one thread: a diffusers pipeline is not thread-safe (the scheduler keeps
+per-run state, the tokenizer is shared) and one GPU gains nothing from two
+concurrent runs. So every pipeline call and every model switch runs on a single
+dedicated executor thread, in arrival order, while the event loop stays free to
+answer ``/healthz`` and ``/progress``. Progress is written by the pipeline's
+``callback_on_step_end``; interrupt sets a flag the same callback checks, which
+makes diffusers skip the remaining steps and decode what it has (A1111 returns
+the partially denoised images too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
+from sd_runtime.samplers import make_scheduler
+
+log = logging.getLogger("sd_runtime.engine")
+T = TypeVar("T")
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class GenerationRequest:
+    """What to render, dialect-neutral. Images are PIL images (already decoded)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    steps: int = 20
+    width: int = 512
+    height: int = 512
+    cfg_scale: float = 7.0
+    sampler_name: str = "Euler a"
+    seed: int = -1
+    batch_size: int = 1
+    n_iter: int = 1
+    init_images: list[Any] = field(default_factory=list)
+    denoising_strength: float = 0.75
+    mask: Any = None
+    job: str = "txt2img"
+
+
+@dataclass
+class GenerationResult:
+    images: list[Any]
+    seed: int
+    all_seeds: list[int]
+    model: str
+    interrupted: bool
+    run_s: float
+
+
+@dataclass
+class Progress:
+    """What ``/sdapi/v1/progress`` reports; written by the worker, read by the event loop."""
+
+    job: str = ""
+    job_count: int = 0
+    job_no: int = 0
+    step: int = 0
+    steps: int = 0
+    started: float = 0.0
+    job_timestamp: str = "0"
+    interrupted: bool = False
+
+    def fraction(self) -> float:
+        if not self.job or not self.steps or not self.job_count:
+            return 0.0
+        return min(1.0, (self.job_no + self.step / self.steps) / self.job_count)
+
+
+def pick_device(requested: str | None = None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Engine:
+    """Owns the pipeline and the single worker thread."""
+
+    def __init__(self, models_dir: Path | None = None, device: str | None = None, compile_unet: bool = False):
+        import torch
+
+        self.models_dir = models_dir
+        self.device = pick_device(device)
+        self.dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self.compile_unet = compile_unet
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sd-worker")
+        self.progress = Progress()
+        self.model: ModelRef | None = None
+        self.load_error: str | None = None
+        self.loading: str | None = None
+        self._extra: ModelRef | None = None
+        self._pipes: dict[str, Any] = {}
+        self._interrupt = threading.Event()
+
+    # ---- models -------------------------------------------------------
+    def models(self) -> list[ModelRef]:
+        return discover(self.models_dir, self._extra)
+
+    def resolve(self, spec: str) -> ModelRef:
+        return resolve(spec, self.models_dir, self.models())
+
+    def _load(self, ref: ModelRef) -> ModelRef:
+        """Worker thread only. Load the new model first so a failed switch keeps the old one."""
+        import torch
+        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+
+        if self.model == ref:
+            return ref
+        self.loading = ref.title
+        t0 = time.monotonic()
+        try:
+            pipe = load_pipeline(ref, self.device, self.dtype)
+        except ModelError as exc:
+            self.load_error = exc.message
+            raise
+        finally:
+            self.loading = None
+        if self.device.startswith("cuda"):
+            pipe.unet.set_default_attn_processor()  # SDPA (AttnProcessor2_0) on torch 2
+            if self.compile_unet:
+                pipe.unet = torch.compile(pipe.unet)
+        self._pipes = {
+            "txt2img": pipe,
+            "img2img": StableDiffusionImg2ImgPipeline.from_pipe(pipe),
+            "inpaint": StableDiffusionInpaintPipeline.from_pipe(pipe),
+        }
+        for p in self._pipes.values():
+            p.set_progress_bar_config(disable=True)
+        self.model, self.load_error = ref, None
+        if ref.path.parent != (self.models_dir.resolve() if self.models_dir else None):
+            self._extra = ref
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        log.info("loaded model %s (%s) on %s in %.2fs", ref.title, ref.kind, self.device, time.monotonic() - t0)
+        return ref
+
+    async def load(self, spec: str | ModelRef) -> ModelRef:
+        """Resolve and load a model on the worker thread (queued behind running jobs)."""
+        ref = spec if isinstance(spec, ModelRef) else self.resolve(spec)
+        return await self.submit(self._load, ref)
+
+    # ---- execution ------------------------------------------------------
+    async def submit(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def interrupt(self) -> None:
+        self._interrupt.set()
+        self.progress.interrupted = True
+
+    def generate(self, req: GenerationRequest) -> GenerationResult:
+        """Worker thread only: render ``batch_size × n_iter`` images. Image ``i`` uses seed ``seed + i``."""
+        import torch
+
+        if self.model is None:
+            raise ModelError("no_model", self.load_error or "no model loaded")
+        seed = req.seed if req.seed != -1 else random.randint(0, MAX_SEED)  # noqa: S311 (not crypto)
+        all_seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.batch_size * req.n_iter)]
+        if req.mask is not None:
+            pipe = self._pipes["inpaint"]
+        elif req.init_images:
+            pipe = self._pipes["img2img"]
+        else:
+            pipe = self._pipes["txt2img"]
+        self._interrupt.clear()
+        # img2img runs int(steps × strength) steps, as A1111 does
+        # strength 0 would mean zero steps, which diffusers rejects: run at least one
+        strength = max(req.denoising_strength, 1.0 / req.steps)
+        steps = req.steps if not req.init_images else max(1, int(req.steps * strength))
+        self.progress = Progress(
+            job=req.job,
+            job_count=req.n_iter,
+            steps=steps,
+            started=time.time(),
+            job_timestamp=time.strftime("%Y%m%d%H%M%S"),
+        )
+        images: list[Any] = []
+        t0 = time.monotonic()
+
+        def on_step(p: Any, i: int, _t: Any, kwargs: dict) -> dict:
+            self.progress.step = i + 1
+            if self._interrupt.is_set():
+                p._interrupt = True
+            return kwargs
+
+        for it in range(req.n_iter):
+            if self._interrupt.is_set():
+                break
+            self.progress.job_no, self.progress.step = it, 0
+            seeds = all_seeds[it * req.batch_size : (it + 1) * req.batch_size]
+            pipe.scheduler = make_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config))
+            kwargs: dict[str, Any] = {
+                "prompt": [req.prompt] * req.batch_size,
+                "negative_prompt": [req.negative_prompt] * req.batch_size,
+                "num_inference_steps": req.steps,
+                "guidance_scale": req.cfg_scale,
+                "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
+                "callback_on_step_end": on_step,
+            }
+            if req.init_images:
+                start = it * req.batch_size
+                kwargs["image"] = [req.init_images[(start + j) % len(req.init_images)] for j in range(req.batch_size)]
+                kwargs["strength"] = strength
+                if req.mask is not None:
+                    kwargs["mask_image"] = req.mask
+                    kwargs["width"], kwargs["height"] = req.width, req.height
+            else:
+                kwargs["width"], kwargs["height"] = req.width, req.height
+            with torch.inference_mode():
+                images.extend(pipe(**kwargs).images)
+        interrupted = self._interrupt.is_set()
+        self._interrupt.clear()
+        self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)
+        return GenerationResult(
+            images=images,
+            seed=seed,
+            all_seeds=all_seeds[: len(images)],
+            model=self.model.title,
+            interrupted=interrupted,
+            run_s=time.monotonic() - t0,
+        )
+
+    def shutdown(self) -> None:
+        self._interrupt.set()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

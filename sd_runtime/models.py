@@ -1,0 +1,175 @@
+"""Finding, naming and loading checkpoints, with no hub access.
+
+A model is either a diffusers directory (``model_index.json``) or a single
+``.safetensors`` checkpoint in the original SD layout. Single files are loaded
+with ``from_single_file(config=<dir shipped in sd_runtime/configs>,
+local_files_only=True)``: the config is picked by reading the checkpoint's tensor
+shapes (no weights are read for that), so nothing is ever fetched from the hub.
+``.ckpt`` pickles are not loaded on purpose (arbitrary code execution).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sd_runtime import CONFIGS_DIR
+
+
+class ModelError(Exception):
+    """A model cannot be found or loaded; ``details`` lists what is available."""
+
+    def __init__(self, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checkpoint on disk and the name A1111 clients use for it (``title``)."""
+
+    title: str
+    path: Path
+    kind: Literal["diffusers", "single_file"]
+
+    @property
+    def model_name(self) -> str:
+        return self.path.stem if self.kind == "single_file" else self.path.name
+
+    def a1111(self) -> dict[str, Any]:
+        """One entry of ``GET /sdapi/v1/sd-models``. No hash: hashing a 4 GB file per listing is not worth it."""
+        return {
+            "title": self.title,
+            "model_name": self.model_name,
+            "hash": None,
+            "sha256": None,
+            "filename": str(self.path),
+            "config": None,
+        }
+
+
+def ref_for_path(path: Path) -> ModelRef | None:
+    """A ModelRef if ``path`` is a loadable model, else None."""
+    if path.is_dir() and (path / "model_index.json").is_file():
+        return ModelRef(path.name, path.resolve(), "diffusers")
+    if path.is_file() and path.suffix == ".safetensors":
+        return ModelRef(path.name, path.resolve(), "single_file")
+    return None
+
+
+def discover(models_dir: Path | None, extra: ModelRef | None = None) -> list[ModelRef]:
+    """Models in ``models_dir`` (top level, plus an ``Stable-diffusion/`` subdir as A1111 lays it out)."""
+    found: dict[Path, ModelRef] = {}
+    if extra is not None:
+        found[extra.path] = extra
+    if models_dir is not None:
+        for base in (models_dir, models_dir / "Stable-diffusion"):
+            if base.is_dir():
+                for child in sorted(base.iterdir()):
+                    if not child.name.startswith(".") and (ref := ref_for_path(child)):
+                        found.setdefault(ref.path, ref)
+    return sorted(found.values(), key=lambda r: r.title)
+
+
+def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelRef:
+    """Find a model by path, title (``name [hash]`` accepted), model name or filename."""
+    name = spec.strip()
+    if " [" in name and name.endswith("]"):
+        name = name[: name.rindex(" [")]
+    for ref in known:
+        if name in (ref.title, str(ref.path)):
+            return ref
+    candidates = [r for r in known if name == r.model_name]
+    if len(candidates) == 1:
+        return candidates[0]
+    path = Path(name).expanduser()
+    if (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
+        return ref
+    if models_dir is not None and "/" not in name and (ref := ref_for_path(models_dir / name)):
+        return ref
+    raise ModelError(
+        "unknown_model",
+        f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",
+        {"available": [r.title for r in known]},
+    )
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+
+
+def config_for_checkpoint(path: Path) -> Path:
+    """The shipped diffusers config whose UNet matches the checkpoint's shapes.
+
+    A ``<checkpoint stem>.config/`` directory next to the file wins, so an operator
+    can serve an architecture the repo has no config for.
+    """
+    sidecar = path.with_name(path.stem + ".config")
+    if (sidecar / "model_index.json").is_file():
+        return sidecar
+    shapes = _shapes(path)
+    conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
+    cross = next(
+        (s for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and k.startswith("model.diffusion_model.")),
+        None,
+    )
+    if conv_in is None or cross is None:
+        raise ModelError("unsupported_model", f"{path.name} is not an SD 1.x checkpoint in the original layout")
+    for cfg in sorted(CONFIGS_DIR.iterdir()):
+        unet_cfg = cfg / "unet" / "config.json"
+        if not unet_cfg.is_file():
+            continue
+        unet = json.loads(unet_cfg.read_text())
+        if unet["block_out_channels"][0] == conv_in[0] and unet["cross_attention_dim"] == cross[1]:
+            return cfg
+    raise ModelError(
+        "unsupported_model",
+        f"no shipped config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
+        f"put a diffusers config directory at {sidecar}",
+    )
+
+
+def _tokenizer_for(config_dir: Path, checkpoint: Path):
+    """The CLIP tokenizer for a single file: from the config dir, or a ``tokenizer/`` next to the checkpoint."""
+    from transformers import CLIPTokenizer
+
+    for cand in (config_dir / "tokenizer", checkpoint.parent / "tokenizer"):
+        if (cand / "vocab.json").is_file() or (cand / "tokenizer.json").is_file():
+            return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
+    raise ModelError(
+        "tokenizer_missing",
+        f"no CLIP tokenizer for {checkpoint.name}: the repo does not ship the 49k-token CLIP vocabulary; "
+        f"put vocab.json and merges.txt into {checkpoint.parent / 'tokenizer'}",
+    )
+
+
+def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
+    """Load a StableDiffusionPipeline from disk only, on ``device`` in ``dtype``."""
+    from diffusers import StableDiffusionPipeline
+
+    common: dict[str, Any] = {
+        "torch_dtype": dtype,
+        "local_files_only": True,
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+    try:
+        if ref.kind == "diffusers":
+            pipe = StableDiffusionPipeline.from_pretrained(ref.path, **common)
+        else:
+            config = config_for_checkpoint(ref.path)
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(ref.path), config=str(config), tokenizer=_tokenizer_for(config, ref.path), **common
+            )
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError("model_load_failed", f"cannot load {ref.title}: {exc}") from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

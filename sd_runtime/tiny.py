@@ -1,0 +1,116 @@
+"""Build the tiny random-weight SD model used by tests, benchmarks and local mode.
+
+``python -m sd_runtime.tiny OUT_DIR`` writes, in a few seconds on CPU and with no
+download:
+
+- ``OUT_DIR/tiny-sd/``              diffusers format (model_index.json + components)
+- ``OUT_DIR/tiny-sd.safetensors``   the same weights in the original SD (ldm) single-file
+  layout, so the runtime's ``from_single_file`` path is exercised like a real checkpoint
+
+The architecture is SD 1.x (UNet2DConditionModel with cross-attention, 4-block
+AutoencoderKL with the real 8x latent factor, CLIPTextModel + a byte-level
+CLIPTokenizer); only widths and depths are tiny. Configs come from
+``sd_runtime/configs/tiny-sd`` (shipped in the repo, also used to load the single
+file). Weights are drawn from a fixed seed, so every build is identical. The build
+is skipped when both outputs already exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from sd_runtime import CONFIGS_DIR
+
+TINY_NAME = "tiny-sd"
+TINY_CONFIG = CONFIGS_DIR / TINY_NAME
+SEED = 1234
+
+
+def _load_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def build_pipeline():  # -> StableDiffusionPipeline (imports kept lazy: torch is slow to import)
+    """Instantiate the tiny pipeline with deterministic random weights."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(SEED)
+    unet = UNet2DConditionModel.from_config(_load_json(TINY_CONFIG / "unet" / "config.json"))
+    vae = AutoencoderKL.from_config(_load_json(TINY_CONFIG / "vae" / "config.json"))
+    text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(TINY_CONFIG / "text_encoder"))
+    tokenizer = CLIPTokenizer.from_pretrained(TINY_CONFIG / "tokenizer")
+    scheduler = PNDMScheduler.from_config(_load_json(TINY_CONFIG / "scheduler" / "scheduler_config.json"))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def single_file_state_dict(pipe) -> dict:
+    """The pipeline's weights in the original SD single-file key layout."""
+    from sd_runtime.ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+
+    state = {}
+    state.update(unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config)))
+    state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
+    state.update(clip_to_ldm(pipe.text_encoder.state_dict()))
+    return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
+    """Write the tiny model (both formats) under ``out_dir``; return (diffusers_dir, single_file).
+
+    Idempotent and safe against concurrent builders: each output is written to a
+    temporary name and renamed into place.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ddir, sfile = out / TINY_NAME, out / f"{TINY_NAME}.safetensors"
+    if not force and (ddir / "model_index.json").is_file() and sfile.is_file():
+        return ddir, sfile
+
+    from safetensors.torch import save_file
+
+    pipe = build_pipeline()
+    if force or not (ddir / "model_index.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out))
+        os.chmod(tmp, 0o755)  # noqa: S103 (mkdtemp makes it private; containers read it as another user)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(ddir, ignore_errors=True)
+        os.replace(tmp, ddir)
+    if force or not sfile.is_file():
+        tmpf = out / f".{TINY_NAME}.{os.getpid()}.safetensors"
+        save_file(single_file_state_dict(pipe), str(tmpf), metadata={"format": "pt", "sdeks": "tiny-sd"})
+        os.chmod(tmpf, 0o644)
+        os.replace(tmpf, sfile)
+    return ddir, sfile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sd_runtime.tiny", description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", help="directory to write tiny-sd/ and tiny-sd.safetensors into")
+    parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    args = parser.parse_args(argv)
+    ddir, sfile = build(args.out_dir, force=args.force)
+    print(json.dumps({"diffusers": str(ddir), "single_file": str(sfile)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
