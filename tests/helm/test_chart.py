@@ -240,6 +240,32 @@ def test_runtime_env_and_gpu(helm_template):
     assert mounts["/models"]["readOnly"] is True
 
 
+def test_runtime_type_sets_health_path(helm_template):
+    spec = pod_spec(helm_template({"runtime": {"type": "comfyui"}}))
+    runtime = container(spec, "runtime")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert runtime[probe]["httpGet"]["path"] == "/system_stats"
+    assert "SDEKS_RUNTIME_HEALTH_PATH" not in env(container(spec, "agent"))
+
+
+def test_runtime_command_and_health_override(helm_template):
+    values = {"runtime": {"command": ["/start.sh"], "args": ["--port", "8080"], "healthPath": "/ping", "compile": True}}
+    spec = pod_spec(helm_template(values))
+    runtime = container(spec, "runtime")
+    assert runtime["command"] == ["/start.sh"]
+    assert runtime["args"] == ["--port", "8080"]
+    assert runtime["startupProbe"]["httpGet"]["path"] == "/ping"
+    assert env(runtime)["SD_COMPILE"] == "1"
+    assert env(container(spec, "agent"))["SDEKS_RUNTIME_HEALTH_PATH"] == "/ping"
+    assert "command" not in container(pod_spec(helm_template({"runtime": {"command": []}})), "runtime")
+
+
+def test_shutdown_grace_within_termination_grace(helm_template):
+    spec = pod_spec(helm_template({"agent": {"taskTimeoutSeconds": 600, "shutdownGraceSeconds": 90}}))
+    assert env(container(spec, "agent"))["SDEKS_SHUTDOWN_GRACE_S"] == "90"
+    assert spec["terminationGracePeriodSeconds"] == 660
+
+
 def test_no_checkpoint_leaves_sd_model_unset(helm_template):
     assert "SD_MODEL" not in env(container(pod_spec(helm_template()), "runtime"))
 
@@ -261,6 +287,7 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_INPUT_TIMEOUT_S": "10",
         "SDEKS_PREFETCH": "1",
         "SDEKS_TASK_TIMEOUT_S": "300",
+        "SDEKS_SHUTDOWN_GRACE_S": "300",
         "SDEKS_AGENT_PORT": "9095",
         "AWS_REGION": "us-west-2",
         "AWS_DEFAULT_REGION": "us-west-2",
