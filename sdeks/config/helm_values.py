@@ -19,6 +19,14 @@ AGENT_METRICS_PORT = 9095
 RUNTIME_PORT = 8080
 
 
+def release_name(config: Config, runtime: Runtime) -> str:
+    """Name of the runtime's helm release and of its objects (Deployment, NodePool, ...): ``<project>-<runtime>``.
+
+    A natural choice for the ServiceAccount (``service_account``) and its Pod Identity association too.
+    """
+    return f"{config.project}-{runtime.name}"
+
+
 def helm_values(
     config: Config,
     runtime: Runtime,
@@ -46,7 +54,7 @@ def helm_values(
     gpu = runtime.gpu
     scaling = runtime.scaling
     return {
-        "fullnameOverride": f"{config.project}-{runtime.name}",
+        "fullnameOverride": release_name(config, runtime),
         "runtime": {
             "name": runtime.name,
             "type": runtime.type,

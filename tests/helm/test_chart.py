@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sdeks.config import load_config, resource_layout
-from sdeks.config.helm_values import CHART_DIR, helm_values
+from sdeks.config.helm_values import CHART_DIR, helm_values, release_name
 from tests.fixtures.helm import CHART_TEST_VALUES, REPO
 
 TWO_RUNTIMES = REPO / "config" / "two-runtimes.yaml"
@@ -33,7 +33,7 @@ def cloud_values(config_path, runtime_name: str) -> dict[str, Any]:
         model_bucket="sdeks-models-123456789012",
         cluster_name="sdeks",
         node_role="sdeks-gpu-nodes",
-        service_account=f"{config.project}-{runtime_name}",
+        service_account=release_name(config, runtime),
     )
 
 
