@@ -1,0 +1,89 @@
+"""Runtime adapters: turn a :class:`~queue_agent.messages.Job` into runtime calls and images.
+
+``prepare`` runs while another task occupies the runtime (prefetch): it fetches
+inputs and builds the request. ``run`` calls the runtime and returns a
+:class:`RuntimeResult`. Both raise :class:`PermanentError`/:class:`TransientError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
+from queue_agent.fetch import InputFetcher
+from queue_agent.messages import Job
+
+
+@dataclass
+class RuntimeResult:
+    images: list[bytes]
+    info: dict[str, Any] = field(default_factory=dict)
+    run_s: float = 0.0
+
+
+class Adapter(Protocol):
+    def prepare(self, job: Job, fetcher: InputFetcher) -> None: ...
+
+    def run(self, job: Job) -> RuntimeResult: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def classify_response(resp: httpx.Response, what: str) -> None:
+    """Raise for a non-2xx answer: 4xx (but 408/429) permanent, the rest transient."""
+    if resp.is_success:
+        return
+    detail = _detail(resp)
+    if resp.status_code in (408, 429) or resp.status_code >= 500:
+        raise TransientError(f"runtime {what} answered HTTP {resp.status_code}{detail}")
+    raise PermanentError(f"runtime rejected the task: {what} answered HTTP {resp.status_code}{detail}")
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            value = body.get(key)
+            if value:
+                text = value if isinstance(value, str) else str(value)
+                return f": {text[:300]}"
+    return ""
+
+
+def request(client: httpx.Client, method: str, path: str, what: str, **kwargs: Any) -> httpx.Response:
+    """One runtime call with the failure classes the worker understands."""
+    try:
+        resp = client.request(method, path, **kwargs)
+    except httpx.TimeoutException:
+        raise TransientError(f"runtime {what} timed out") from None
+    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise RuntimeUnavailable(f"runtime {what} unreachable: {type(exc).__name__}") from None
+    except httpx.HTTPError as exc:
+        raise TransientError(f"runtime {what} failed: {type(exc).__name__}") from None
+    classify_response(resp, what)
+    return resp
+
+
+def json_of(resp: httpx.Response, what: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise TransientError(f"runtime {what} answered with invalid JSON") from None
+
+
+def make_adapter(runtime_type: str, base_url: str, timeout_s: float, health_path: str) -> Adapter:
+    if runtime_type == "comfyui":
+        from queue_agent.adapters.comfyui import ComfyUIAdapter
+
+        return ComfyUIAdapter(base_url, timeout_s, health_path)
+    from queue_agent.adapters.sdwebui import SdWebUIAdapter
+
+    return SdWebUIAdapter(base_url, timeout_s, health_path)

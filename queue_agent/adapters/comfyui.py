@@ -1,0 +1,121 @@
+"""ComfyUI runtimes: ``POST /prompt``, poll ``GET /history/{id}``, fetch ``GET /view``.
+
+The workflow is the task content (API format). A rejected workflow
+(``node_errors`` / HTTP 400) and an execution error are permanent failures;
+an unreachable or erroring server is transient. Nothing in a workflow is
+fetched by the agent: images a graph loads are files on the runtime's side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from queue_agent.adapters import RuntimeResult, json_of, request
+from queue_agent.errors import PermanentError, TransientError
+from queue_agent.fetch import InputFetcher
+from queue_agent.messages import Job
+
+POLL_INTERVAL_S = 0.05
+POLL_MAX_INTERVAL_S = 0.5
+
+
+class ComfyUIAdapter:
+    def __init__(self, base_url: str, timeout_s: float, health_path: str = "/system_stats") -> None:
+        self.timeout_s = timeout_s
+        self.health_path = health_path
+        self.client_id = uuid.uuid4().hex
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.get(self.health_path, timeout=3.0).is_success
+        except httpx.HTTPError:
+            return False
+
+    def prepare(self, job: Job, fetcher: InputFetcher) -> None:
+        job.payload = {"prompt": job.task.content.model_dump(mode="json"), "client_id": self.client_id}
+
+    def run(self, job: Job) -> RuntimeResult:
+        if job.payload is None:
+            raise PermanentError("task was not prepared")
+        started = time.monotonic()
+        try:
+            resp = request(self.client, "POST", "/prompt", "prompt", json=job.payload)
+        except PermanentError as exc:
+            raise PermanentError(f"workflow rejected: {exc.reason}") from None
+        queued = json_of(resp, "prompt")
+        if not isinstance(queued, dict) or not queued.get("prompt_id"):
+            raise TransientError("runtime prompt answered without a prompt_id")
+        if queued.get("node_errors"):
+            raise PermanentError(f"workflow rejected: node_errors {_short(queued['node_errors'])}")
+        prompt_id = str(queued["prompt_id"])
+        entry = self._wait(prompt_id, started)
+        run_s = time.monotonic() - started
+        status = entry.get("status") or {}
+        if status.get("status_str") == "error":
+            raise PermanentError(f"workflow failed: {_execution_error(status)}")
+        refs = [
+            image
+            for node in (entry.get("outputs") or {}).values()
+            for image in (node.get("images") or [])
+            if isinstance(image, dict) and image.get("filename")
+        ]
+        saved = [r for r in refs if r.get("type", "output") == "output"] or refs
+        if not saved:
+            raise PermanentError("workflow produced no images")
+        images = [self._view(r) for r in saved]
+        info = {"prompt_id": prompt_id, "outputs": entry.get("outputs"), "status": status}
+        return RuntimeResult(images=images, info=info, run_s=run_s)
+
+    def _wait(self, prompt_id: str, started: float) -> dict[str, Any]:
+        interval = POLL_INTERVAL_S
+        while True:
+            resp = request(self.client, "GET", f"/history/{prompt_id}", "history")
+            history = json_of(resp, "history")
+            entry = history.get(prompt_id) if isinstance(history, dict) else None
+            if isinstance(entry, dict):
+                status = entry.get("status") or {}
+                if (
+                    status.get("completed")
+                    or status.get("status_str") in ("success", "error")
+                    or (not status and entry.get("outputs"))
+                ):
+                    return entry
+            if time.monotonic() - started > self.timeout_s:
+                self.interrupt()
+                raise TransientError(f"runtime workflow timed out after {self.timeout_s}s")
+            time.sleep(interval)
+            interval = min(interval * 1.5, POLL_MAX_INTERVAL_S)
+
+    def _view(self, ref: dict[str, Any]) -> bytes:
+        params = {"filename": ref["filename"], "subfolder": ref.get("subfolder", ""), "type": ref.get("type", "output")}
+        return request(self.client, "GET", "/view", "view", params=params).content
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            self.client.post("/interrupt", timeout=3.0)
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _execution_error(status: dict[str, Any]) -> str:
+    for message in status.get("messages") or []:
+        if isinstance(message, list) and len(message) == 2 and message[0] == "execution_error":
+            data = message[1] or {}
+            return _short(
+                f"{data.get('node_type', 'node')} {data.get('node_id', '')}: {data.get('exception_message', '')}"
+            )
+    return "execution error"

@@ -1,0 +1,163 @@
+"""AUTOMATIC1111-compatible runtimes (sd_runtime, stock A1111).
+
+AWS sample conventions are honoured: an init image URL in
+``alwayson_scripts.image_link`` becomes ``init_images``, the extras source URL
+sits in ``image``, ``alwayson_scripts.sd_model_checkpoint`` switches the model
+(only when the runtime's current one differs). Only the known image fields are
+fetched — ``init_images``, ``mask``, ``image``, ``imageList[].data``,
+``alwayson_scripts.image_link`` — and replaced by base64; the consumed
+``alwayson_scripts`` keys are stripped before the call.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import time
+from typing import Any
+
+import httpx
+
+from queue_agent.adapters import RuntimeResult, json_of, request
+from queue_agent.errors import PermanentError, TransientError
+from queue_agent.fetch import InputFetcher
+from queue_agent.messages import Job
+from sdeks.contract.images import strip_data_uri
+
+ENDPOINTS = {
+    "text-to-image": "/sdapi/v1/txt2img",
+    "image-to-image": "/sdapi/v1/img2img",
+    "extra-single-image": "/sdapi/v1/extra-single-image",
+    "extra-batch-images": "/sdapi/v1/extra-batch-images",
+}
+CONSUMED_SCRIPT_KEYS = ("image_link", "sd_model_checkpoint")
+IMAGE_FIELDS = ("init_images", "mask", "image", "imageList")
+
+
+def build_payload(job: Job, fetcher: InputFetcher) -> dict[str, Any]:
+    """The runtime request body with every image reference replaced by base64."""
+    content = job.task.content.model_dump(mode="json", exclude_none=True)
+    scripts = content.pop("alwayson_scripts", None) or {}
+    image_link = scripts.get("image_link")
+    remaining = {k: v for k, v in scripts.items() if k not in CONSUMED_SCRIPT_KEYS}
+    if remaining:
+        content["alwayson_scripts"] = remaining
+    inputs: dict[str, str] = {}
+
+    def fetch(ref: str, where: str) -> str:
+        if not ref.startswith(("s3://", "https://")) and "://" not in ref[:16]:
+            return ref
+        inputs[where] = ref
+        return fetcher.fetch(ref, where)
+
+    if job.tasktype == "image-to-image":
+        if image_link:
+            content["init_images"] = [fetch(image_link, "alwayson_scripts.image_link")]
+        else:
+            content["init_images"] = [
+                fetch(ref, f"init_images[{i}]") for i, ref in enumerate(content.get("init_images", []))
+            ]
+        if content.get("mask"):
+            content["mask"] = fetch(content["mask"], "mask")
+    elif job.tasktype == "extra-single-image":
+        content["image"] = fetch(content["image"], "image")
+    elif job.tasktype == "extra-batch-images":
+        content["imageList"] = [
+            {**item, "data": fetch(item["data"], f"imageList[{i}].data")} for i, item in enumerate(content["imageList"])
+        ]
+    job.inputs = inputs
+    return content
+
+
+def decode_image(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or not value:
+        raise TransientError(f"runtime {what} returned no image data")
+    try:
+        return base64.b64decode(strip_data_uri(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise TransientError(f"runtime {what} returned malformed image data") from None
+
+
+def _strip_images(parameters: Any, inputs: dict[str, str]) -> Any:
+    """Runtime echoes carry the input images; keep the references instead of megabytes of base64."""
+    if not isinstance(parameters, dict):
+        return parameters
+    out = {k: v for k, v in parameters.items() if k not in IMAGE_FIELDS}
+    if inputs:
+        out["inputs"] = inputs
+    return out
+
+
+class SdWebUIAdapter:
+    def __init__(self, base_url: str, timeout_s: float, health_path: str = "/healthz") -> None:
+        self.timeout_s = timeout_s
+        self.health_path = health_path
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+            limits=httpx.Limits(max_keepalive_connections=4),
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.get(self.health_path, timeout=3.0).is_success
+        except httpx.HTTPError:
+            return False
+
+    def prepare(self, job: Job, fetcher: InputFetcher) -> None:
+        job.payload = build_payload(job, fetcher)
+
+    def ensure_checkpoint(self, checkpoint: str) -> None:
+        resp = request(self.client, "GET", "/sdapi/v1/options", "options")
+        current = (json_of(resp, "options") or {}).get("sd_model_checkpoint")
+        if current == checkpoint:
+            return
+        request(self.client, "POST", "/sdapi/v1/options", "options", json={"sd_model_checkpoint": checkpoint})
+
+    def run(self, job: Job) -> RuntimeResult:
+        if job.payload is None:
+            raise PermanentError("task was not prepared")
+        checkpoint = job.task.content.checkpoint  # type: ignore[union-attr]
+        if checkpoint:
+            self.ensure_checkpoint(checkpoint)
+        what = job.tasktype
+        started = time.monotonic()
+        try:
+            resp = request(self.client, "POST", ENDPOINTS[job.tasktype], what, json=job.payload)
+        except TransientError as exc:
+            if "timed out" in exc.reason:
+                self.interrupt()
+            raise
+        run_s = time.monotonic() - started
+        body = json_of(resp, what)
+        if not isinstance(body, dict):
+            raise TransientError(f"runtime {what} answered with an unexpected body")
+        if job.tasktype == "extra-single-image":
+            images = [decode_image(body.get("image"), what)]
+            info: dict[str, Any] = {"html_info": body.get("html_info")}
+        else:
+            raw = body.get("images")
+            if not isinstance(raw, list) or not raw:
+                raise TransientError(f"runtime {what} returned no images")
+            images = [decode_image(item, what) for item in raw]
+            info = {"html_info": body.get("html_info")} if "html_info" in body else {}
+            if "info" in body:
+                parsed = body["info"]
+                if isinstance(parsed, str):
+                    with contextlib.suppress(ValueError):
+                        parsed = json.loads(parsed)
+                info["info"] = parsed
+        info["parameters"] = _strip_images(body.get("parameters", job.payload), job.inputs)
+        if checkpoint:
+            info["sd_model_checkpoint"] = checkpoint
+        return RuntimeResult(images=images, info=info, run_s=run_s)
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            self.client.post("/sdapi/v1/interrupt", timeout=3.0)

@@ -1,0 +1,62 @@
+"""Completion events on the results topic, with message attributes ``runtime`` and ``status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from queue_agent.errors import TransientError
+from sdeks.contract import CompletionEvent, Timings
+
+
+def build_event(
+    *,
+    task_id: str,
+    runtime: str,
+    status: str,
+    attempt: int,
+    context: Any = None,
+    image_url: list[str] | None = None,
+    output_url: str | None = None,
+    error: str | None = None,
+    timings: Timings | None = None,
+) -> CompletionEvent:
+    return CompletionEvent(
+        id=task_id,
+        runtime=runtime,
+        status=status,  # type: ignore[arg-type]
+        result=status == "succeeded",
+        image_url=image_url or [],
+        output_url=output_url,
+        context=context,
+        error=error,
+        attempt=max(1, attempt),
+        timings=timings,
+    )
+
+
+def encode(event: CompletionEvent) -> bytes:
+    return event.model_dump_json().encode()
+
+
+class Publisher:
+    def __init__(self, sns: Any, topic_arn: str) -> None:
+        self.sns = sns
+        self.topic_arn = topic_arn
+
+    def publish(self, body: bytes, runtime: str, status: str) -> None:
+        try:
+            self.sns.publish(
+                TopicArn=self.topic_arn,
+                Message=body.decode(),
+                MessageAttributes={
+                    "runtime": {"DataType": "String", "StringValue": runtime or "unknown"},
+                    "status": {"DataType": "String", "StringValue": status},
+                },
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise TransientError(f"publishing the completion event failed: {code}") from None
+        except BotoCoreError as exc:
+            raise TransientError(f"publishing the completion event failed: {type(exc).__name__}") from None
