@@ -1,0 +1,257 @@
+"""img2img, extras, models/options, errors, concurrency and interrupt through a real sd_runtime."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+
+from sdeks.contract import SAMPLERS
+
+pytestmark = pytest.mark.slow
+
+BASE = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 7}
+
+
+def png_b64(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (200, 40, 40)) -> str:
+    img = Image.new("RGB", size, color)
+    for x in range(size[0] // 2):  # some structure so resampling is not trivial
+        img.putpixel((x, x % size[1]), (0, 0, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def decode(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def post(url: str, path: str, body: object, timeout: float = 120) -> httpx.Response:
+    return httpx.post(f"{url}{path}", json=body, timeout=timeout)
+
+
+def assert_4xx(r: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body["error"]) == {"code", "message", "details"} and body["error"]["message"]
+    assert "detail" in body
+    if code:
+        assert body["error"]["code"] == code
+    return body
+
+
+# ---- img2img ---------------------------------------------------------------
+
+
+def test_img2img_resizes_to_requested_size_and_is_deterministic(sd_runtime_url: str) -> None:
+    body = {**BASE, "init_images": [png_b64((80, 48))], "denoising_strength": 0.5, "width": 64, "height": 96}
+    a = post(sd_runtime_url, "/sdapi/v1/img2img", body)
+    assert a.status_code == 200, a.text
+    b = post(sd_runtime_url, "/sdapi/v1/img2img", body).json()
+    out = decode(a.json()["images"][0])
+    assert out.size == (64, 96)
+    assert out.tobytes() == decode(b["images"][0]).tobytes()
+    info = json.loads(a.json()["info"])
+    assert info["denoising_strength"] == 0.5 and info["seed"] == 7
+    assert a.json()["parameters"]["init_images"] is None  # A1111 does not echo the input images
+
+
+def test_img2img_with_mask_and_batch(sd_runtime_url: str) -> None:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    body = {
+        **BASE,
+        "init_images": ["data:image/png;base64," + png_b64()],
+        "mask": base64.b64encode(buf.getvalue()).decode(),
+        "batch_size": 2,
+        "denoising_strength": 0.0,  # clamped to one step, never an error
+    }
+    r = post(sd_runtime_url, "/sdapi/v1/img2img", body)
+    assert r.status_code == 200, r.text
+    assert [decode(i).size for i in r.json()["images"]] == [(64, 64), (64, 64)]
+    assert json.loads(r.json()["info"])["all_seeds"] == [7, 8]
+
+
+def test_img2img_url_is_refused_with_clear_message(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/img2img", {**BASE, "init_images": ["s3://bucket/key.png"]})
+    body = assert_4xx(r, 422, "invalid_image")
+    assert "queue agent" in body["error"]["message"] and "init_images[0]" in body["error"]["message"]
+    r = post(sd_runtime_url, "/sdapi/v1/img2img", {**BASE, "alwayson_scripts": {"image_link": "https://x.org/a.png"}})
+    assert "base64" in assert_4xx(r, 422)["error"]["message"]
+
+
+# ---- extras ------------------------------------------------------------------
+
+
+def test_extra_single_image_by_factor_and_to_size(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/extra-single-image", {"image": png_b64((40, 30)), "upscaling_resize": 2})
+    assert r.status_code == 200, r.text
+    assert decode(r.json()["image"]).size == (80, 60)
+    body = {
+        "image": png_b64((40, 30)),
+        "resize_mode": 1,
+        "upscaling_resize_w": 100,
+        "upscaling_resize_h": 100,
+        "upscaler_1": "Nearest",
+    }
+    r = post(sd_runtime_url, "/sdapi/v1/extra-single-image", body)
+    assert decode(r.json()["image"]).size == (100, 100)
+
+
+def test_extra_batch_images(sd_runtime_url: str) -> None:
+    body = {
+        "imageList": [{"data": png_b64((32, 32)), "name": "a"}, {"data": png_b64((16, 24)), "name": "b"}],
+        "upscaling_resize": 3,
+    }
+    r = post(sd_runtime_url, "/sdapi/v1/extra-batch-images", body)
+    assert r.status_code == 200, r.text
+    assert [decode(i).size for i in r.json()["images"]] == [(96, 96), (48, 72)]
+
+
+def test_esrgan_not_installed_lists_installed_upscalers(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/extra-single-image", {"image": png_b64(), "upscaler_1": "R-ESRGAN 4x+"})
+    body = assert_4xx(r, 400, "unknown_upscaler")
+    assert "not installed" in body["error"]["message"]
+    assert body["error"]["details"]["available"] == ["None", "Lanczos", "Nearest"]
+
+
+# ---- listings, options, model switching -------------------------------------------
+
+
+def test_listings(sd_runtime_url: str) -> None:
+    samplers = httpx.get(f"{sd_runtime_url}/sdapi/v1/samplers").json()
+    assert [s["name"] for s in samplers] == list(SAMPLERS)
+    upscalers = httpx.get(f"{sd_runtime_url}/sdapi/v1/upscalers").json()
+    assert [u["name"] for u in upscalers] == ["None", "Lanczos", "Nearest"]
+    models = httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-models").json()
+    assert [m["title"] for m in models] == ["tiny-sd", "tiny-sd.safetensors"]
+    progress = httpx.get(f"{sd_runtime_url}/sdapi/v1/progress").json()
+    assert progress["progress"] == 0 and progress["state"]["job"] == ""
+
+
+def test_switch_between_diffusers_dir_and_single_file(sd_runtime_url: str) -> None:
+    opts = f"{sd_runtime_url}/sdapi/v1/options"
+    assert httpx.get(opts).json()["sd_model_checkpoint"] == "tiny-sd"
+    before = post(sd_runtime_url, "/sdapi/v1/txt2img", BASE).json()["images"][0]
+    try:
+        assert post(sd_runtime_url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd.safetensors"}).is_success
+        assert httpx.get(opts).json()["sd_model_checkpoint"] == "tiny-sd.safetensors"
+        assert httpx.get(f"{sd_runtime_url}/healthz").json()["model"] == "tiny-sd.safetensors"
+        single = post(sd_runtime_url, "/sdapi/v1/txt2img", BASE).json()
+        assert json.loads(single["info"])["sd_model_name"] == "tiny-sd.safetensors"
+        # same weights in both layouts → same pixels
+        assert decode(single["images"][0]).tobytes() == decode(before).tobytes()
+    finally:
+        assert post(sd_runtime_url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd [abc123]"}).is_success
+    assert httpx.get(opts).json()["sd_model_checkpoint"] == "tiny-sd"
+
+
+def test_unknown_model_lists_available_and_keeps_current(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/options", {"sd_model_checkpoint": "sd_xl_base_1.0.safetensors"})
+    body = assert_4xx(r, 404, "unknown_model")
+    assert body["error"]["details"]["available"] == ["tiny-sd", "tiny-sd.safetensors"]
+    assert httpx.get(f"{sd_runtime_url}/healthz").json()["model"] == "tiny-sd"
+
+
+# ---- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/sdapi/v1/txt2img", {**BASE, "width": 65}, 422, "width"),
+        ("/sdapi/v1/txt2img", {**BASE, "steps": 0}, 422, "steps"),
+        ("/sdapi/v1/txt2img", {**BASE, "steps": 1000}, 422, "steps"),
+        ("/sdapi/v1/txt2img", {**BASE, "sampler_name": "Nope"}, 422, "sampler_name"),
+        ("/sdapi/v1/txt2img", {**BASE, "batch_size": 16, "n_iter": 2}, 422, "(body)"),
+        ("/sdapi/v1/txt2img", [1, 2], 422, None),
+        ("/sdapi/v1/img2img", {**BASE, "init_images": ["%%%not base64%%%"]}, 422, "init_images[0]"),
+        ("/sdapi/v1/img2img", {**BASE, "init_images": [base64.b64encode(b"not a png").decode()]}, 422, None),
+        ("/sdapi/v1/extra-single-image", {"image": "!!"}, 422, "image"),
+        ("/sdapi/v1/extra-single-image", {"image": png_b64(), "resize_mode": 1}, 422, None),
+    ],
+)
+def test_bad_input_is_4xx_json(sd_runtime_url: str, path: str, body: object, status: int, field: str | None) -> None:
+    r = post(sd_runtime_url, path, body)
+    got = assert_4xx(r, status)
+    if field:
+        assert field in json.dumps(got["error"])
+    assert httpx.get(f"{sd_runtime_url}/healthz").status_code == 200
+
+
+def test_invalid_json_is_400(sd_runtime_url: str) -> None:
+    r = httpx.post(f"{sd_runtime_url}/sdapi/v1/txt2img", content=b"{not json", timeout=10)
+    assert_4xx(r, 400, "invalid_json")
+
+
+def test_sampler_error_lists_supported(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "sampler_name": "PLMS"})
+    message = assert_4xx(r, 422)["error"]["message"]
+    assert "Euler a" in message and "DPM++ 2M Karras" in message
+
+
+# ---- concurrency and interrupt ------------------------------------------------------
+
+
+def test_concurrent_requests_are_all_answered_correctly(sd_runtime_url: str) -> None:
+    seeds = [100, 101, 102, 103, 104]
+    expected = {
+        s: decode(post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "seed": s}).json()["images"][0]).tobytes()
+        for s in seeds[:2]
+    }
+
+    def one(seed: int) -> tuple[int, bytes, int]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "seed": seed})
+        return seed, decode(r.json()["images"][0]).tobytes(), json.loads(r.json()["info"])["seed"]
+
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        results = list(pool.map(one, seeds))
+    assert [r[2] for r in results] == seeds
+    for seed, data, _ in results:
+        if seed in expected:
+            assert data == expected[seed]
+    assert len({r[1] for r in results}) == len(seeds)
+
+
+def test_progress_responsive_and_interrupt_returns_partial_result(sd_runtime_url: str) -> None:
+    result: dict = {}
+
+    def long_job() -> None:
+        body = {**BASE, "steps": 150, "width": 256, "height": 256, "n_iter": 3}
+        result["response"] = post(sd_runtime_url, "/sdapi/v1/txt2img", body, timeout=300)
+
+    worker = threading.Thread(target=long_job)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while True:
+        t0 = time.monotonic()
+        p = httpx.get(f"{sd_runtime_url}/sdapi/v1/progress", timeout=5).json()
+        assert time.monotonic() - t0 < 2.0  # the event loop is not blocked by inference
+        assert httpx.get(f"{sd_runtime_url}/healthz", timeout=5).status_code == 200
+        if p["state"]["sampling_step"] >= 2:
+            break
+        assert time.monotonic() < deadline, p
+        time.sleep(0.05)
+    assert p["state"]["job"] == "txt2img" and p["state"]["job_count"] == 3 and 0 < p["progress"] < 1
+    t_interrupt = time.monotonic()
+    assert httpx.post(f"{sd_runtime_url}/sdapi/v1/interrupt", timeout=5).status_code == 200
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert time.monotonic() - t_interrupt < 30
+    r = result["response"]
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["interrupted"] is True
+    assert len(r.json()["images"]) == 1  # the interrupted iteration is decoded, later ones never start
+    # the next request is unaffected
+    ok = post(sd_runtime_url, "/sdapi/v1/txt2img", BASE).json()
+    assert json.loads(ok["info"])["interrupted"] is False
