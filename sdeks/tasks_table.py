@@ -126,12 +126,12 @@ class TaskTable:
         if item.get("enqueued_at") or item.get("status") != "queued":
             return False
         created = datetime.fromisoformat(item["created_at"].replace("Z", "+00:00"))
-        if now - created < REPUBLISH_AFTER:
+        if now - created < REPUBLISH_AFTER and not item.get("publish_failed"):
             return False
         try:
             self._table.update_item(
                 Key={TASK_TABLE_KEY: item[TASK_TABLE_KEY]},
-                UpdateExpression="SET created_at = :now",
+                UpdateExpression="SET created_at = :now REMOVE publish_failed",
                 ConditionExpression="attribute_not_exists(enqueued_at) AND created_at = :seen",
                 ExpressionAttributeValues={":now": _iso(now), ":seen": item["created_at"]},
             )
@@ -140,6 +140,20 @@ class TaskTable:
                 return False
             raise
         return True
+
+    def release_publish(self, task_id: str) -> None:
+        """The publisher failed: let the next duplicate submission publish at once, not after REPUBLISH_AFTER."""
+        try:
+            self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression="SET publish_failed = :t",
+                ConditionExpression="attribute_exists(#k) AND attribute_not_exists(enqueued_at)",
+                ExpressionAttributeNames={"#k": TASK_TABLE_KEY},
+                ExpressionAttributeValues={":t": True},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     def mark_enqueued(self, task_id: str, now: datetime | None = None) -> None:
         self._table.update_item(

@@ -1,0 +1,173 @@
+"""OpenAPI 3.1 document of the API, generated from the contract models.
+
+    python -m sdeks.api.openapi > docs/openapi.json
+
+A test keeps docs/openapi.json equal to :func:`openapi_document` and validates
+every answer the handler gives in the tests against it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from sdeks.contract import (
+    API_VERSION,
+    MAX_REQUEST_BYTES,
+    ErrorBody,
+    RuntimeInfo,
+    SubmitResponse,
+    TaskRequest,
+    TaskStatus,
+)
+from sdeks.contract.task import ID_PATTERN
+
+REF = "#/components/schemas/{model}"
+
+
+def _error(description: str, ref: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    refs, defs = models_json_schema(
+        [
+            (TaskRequest, "validation"),
+            (SubmitResponse, "serialization"),
+            (TaskStatus, "serialization"),
+            (RuntimeInfo, "serialization"),
+            (ErrorBody, "serialization"),
+        ],
+        ref_template=REF,
+    )
+    ref = {model: schema["$ref"] for (model, _mode), schema in refs.items()}
+    err = ref[ErrorBody]
+    forbidden = _error("missing or invalid x-api-key (API Gateway / local adapter)", err)
+    throttled = {"description": "throttled by the usage plan (API Gateway; its own body)"}
+    unavailable = _error("an AWS service failed; retry the same request (with the same id it is safe)", err)
+    internal = _error("a bug or a misconfigured deployment (logged); never caused by input", err)
+    id_param = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": ID_PATTERN},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sdeks API",
+            "version": API_VERSION,
+            "description": (
+                "Asynchronous Stable Diffusion inference. Submit a task, poll its status, fetch images from S3. "
+                'Every error is JSON {"error": {"code", "message", "details"}}. Unknown routes answer 404 '
+                "not_found, a wrong method 405 method_not_allowed (with an Allow header)."
+            ),
+        },
+        "servers": [
+            {
+                "url": "https://{api_id}.execute-api.{region}.amazonaws.com/{stage}",
+                "variables": {
+                    "api_id": {"default": "api"},
+                    "region": {"default": "us-east-1"},
+                    "stage": {"default": "prod"},
+                },
+            }
+        ],
+        "security": [{"api_key": []}],
+        "paths": {
+            f"/{API_VERSION}": {
+                "post": {
+                    "operationId": "submitTask",
+                    "summary": "Submit a task (idempotent per id)",
+                    "description": (
+                        "Same id + same body → the same 202, enqueued once; same id + another body → 409. "
+                        f"Bodies up to {MAX_REQUEST_BYTES} bytes; Content-Type application/json (a missing "
+                        "Content-Type is read as JSON)."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": ref[TaskRequest]}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "queued (or already queued: a duplicate submission)",
+                            "headers": {"Location": {"schema": {"type": "string"}, "description": "status_url"}},
+                            "content": {"application/json": {"schema": {"$ref": ref[SubmitResponse]}}},
+                        },
+                        "400": _error(
+                            "malformed_json, malformed_body, validation_error (details name each field), "
+                            "unknown_runtime (message lists the configured runtimes), unsupported_tasktype",
+                            err,
+                        ),
+                        "403": forbidden,
+                        "409": _error("conflict: this id was submitted with a different body", err),
+                        "413": _error(f"payload_too_large: body over {MAX_REQUEST_BYTES} bytes", err),
+                        "415": _error("unsupported_media_type: Content-Type is not application/json", err),
+                        "429": throttled,
+                        "500": internal,
+                        "503": unavailable,
+                    },
+                }
+            },
+            f"/{API_VERSION}/tasks/{{id}}": {
+                "get": {
+                    "operationId": "getTask",
+                    "summary": "Status of a task",
+                    "parameters": [
+                        id_param,
+                        {
+                            "name": "presign",
+                            "in": "query",
+                            "required": False,
+                            "description": "1: add image_urls, presigned HTTPS GET URLs of the images",
+                            "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the task's status",
+                            "content": {"application/json": {"schema": {"$ref": ref[TaskStatus]}}},
+                        },
+                        "400": _error("invalid_id or invalid_query", err),
+                        "403": forbidden,
+                        "404": _error("not_found: no task with this id", err),
+                        "429": throttled,
+                        "500": internal,
+                        "503": unavailable,
+                    },
+                }
+            },
+            f"/{API_VERSION}/runtimes": {
+                "get": {
+                    "operationId": "listRuntimes",
+                    "summary": "The configured runtimes and the tasktypes each serves",
+                    "responses": {
+                        "200": {
+                            "description": "configured runtimes",
+                            "content": {
+                                "application/json": {"schema": {"type": "array", "items": {"$ref": ref[RuntimeInfo]}}}
+                            },
+                        },
+                        "403": forbidden,
+                        "429": throttled,
+                        "500": internal,
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": defs["$defs"],
+            "securitySchemes": {"api_key": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

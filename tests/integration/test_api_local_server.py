@@ -1,0 +1,100 @@
+"""The local HTTP adapter as a real process: key check, body limit, the handler's answers over HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import boto3
+import httpx
+import pytest
+
+from sdeks.contract import MAX_REQUEST_BYTES, SubmitResponse, TaskMessage
+from tests.fixtures.api import assert_matches_openapi, txt2img
+
+pytestmark = pytest.mark.slow
+
+
+def _check(resp: httpx.Response) -> dict:
+    assert resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert_matches_openapi(resp.request.method, resp.request.url.path, resp.status_code, body)
+    return body
+
+
+def test_health_needs_no_key(local_api):
+    assert httpx.get(f"{local_api.url}/healthz").json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}, {"x-api-key": ""}])
+def test_missing_or_wrong_key_is_403(local_api, headers):
+    for method, path in [("POST", "/v1alpha2"), ("GET", "/v1alpha2/runtimes"), ("GET", "/v1alpha2/tasks/x")]:
+        resp = httpx.request(method, local_api.url + path, headers=headers, json=txt2img())
+        assert resp.status_code == 403
+        assert _check(resp)["error"]["code"] == "forbidden"
+
+
+def test_submit_and_follow_status_url(local_api):
+    key = {"x-api-key": local_api.api_key}
+    resp = httpx.post(f"{local_api.url}/v1alpha2", headers=key, json=txt2img(task_id="via-http"))
+    assert resp.status_code == 202
+    answer = SubmitResponse.model_validate(_check(resp))
+    assert answer.status_url == f"{local_api.url}/v1alpha2/tasks/via-http"
+    status = httpx.get(answer.status_url, headers=key)
+    assert status.status_code == 200 and _check(status)["status"] == "queued"
+
+    sqs = boto3.client("sqs", endpoint_url=local_api.res.aws_endpoint_url)
+    [msg] = sqs.receive_message(QueueUrl=local_api.res.queues["sdruntime"].url, WaitTimeSeconds=2)["Messages"]
+    assert TaskMessage.model_validate_json(msg["Body"]).id == "via-http"
+
+    runtimes = httpx.get(f"{local_api.url}/v1alpha2/runtimes", headers=key)
+    assert [r["name"] for r in _check(runtimes)] == ["sdruntime"]
+
+
+def test_errors_over_http(local_api):
+    key = {"x-api-key": local_api.api_key}
+    url = local_api.url
+    assert httpx.post(f"{url}/v1alpha2", headers={**key, "content-type": "text/plain"}, content="{}").status_code == 415
+    resp = httpx.post(f"{url}/v1alpha2", headers={**key, "content-type": "application/json"}, content=b"\xff\xfe{")
+    assert resp.status_code == 400 and _check(resp)["error"]["code"] == "malformed_json"
+    assert httpx.get(f"{url}/v1alpha2/tasks/nope", headers=key).status_code == 404
+    assert httpx.put(f"{url}/v1alpha2", headers=key).status_code == 405
+    assert httpx.get(f"{url}/elsewhere", headers=key).status_code == 404
+    assert httpx.get(f"{url}/v1alpha2/tasks/bad%20id", headers=key).status_code == 400
+
+
+def test_huge_body_refused_before_reading(local_api):
+    """Content-Length over the limit: 413 at once, without sending (or the server reading) the body."""
+    host, port = local_api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            (
+                f"POST /v1alpha2 HTTP/1.1\r\nHost: {host}\r\nx-api-key: {local_api.api_key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {MAX_REQUEST_BYTES + 1}\r\n\r\n"
+            ).encode()
+        )
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_body_over_limit_is_413(local_api):
+    def chunks():
+        for _ in range(MAX_REQUEST_BYTES // 65536 + 2):
+            yield b" " * 65536
+
+    try:
+        resp = httpx.post(
+            f"{local_api.url}/v1alpha2",
+            headers={"x-api-key": local_api.api_key, "content-type": "application/json"},
+            content=chunks(),
+        )
+    except httpx.HTTPError:  # the server may close while we still send; then it must have said 413 first
+        pytest.skip("connection closed mid-upload")
+    assert resp.status_code == 413
