@@ -123,6 +123,7 @@ class Engine:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+        from diffusers.models.attention_processor import AttnProcessor2_0
 
         if self.model == ref:
             return ref
@@ -135,10 +136,11 @@ class Engine:
             raise
         finally:
             self.loading = None
-        if self.device.startswith("cuda"):
-            pipe.unet.set_default_attn_processor()  # SDPA (AttnProcessor2_0) on torch 2
-            if self.compile_unet:
-                pipe.unet = torch.compile(pipe.unet)
+        # SDPA explicitly (flash / memory-efficient kernels on CUDA); a model saved with another
+        # processor would otherwise keep it. Not set_default_attn_processor(): that picks the slow classic one.
+        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        if self.compile_unet:
+            pipe.unet = torch.compile(pipe.unet)
         self._pipes = {
             "txt2img": pipe,
             "img2img": StableDiffusionImg2ImgPipeline.from_pipe(pipe),
