@@ -145,7 +145,9 @@ class Cluster(_Strict):
 class Config(_Strict):
     """The whole deployment. See config/default.yaml for a commented example."""
 
-    project: str = Field(default="sdeks", pattern=r"^[a-z][a-z0-9-]{1,23}$", description="prefix of every resource")
+    project: str = Field(
+        default="sdeks", pattern=r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])$", description="prefix of every resource"
+    )
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
     agent_image: str = Field(default="public.ecr.aws/sdeks/queue-agent:0.1.0", min_length=1)
     api: Api = Field(default_factory=Api)

@@ -37,7 +37,8 @@ from sdeks.contract.content import (
 
 API_VERSION = "v1alpha2"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-RUNTIME_NAME_PATTERN = r"^[a-z][a-z0-9-]{0,39}$"
+RUNTIME_NAME_PATTERN = r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])?$"
+"""DNS-label safe and short: runtime names become Kubernetes and AWS resource names."""
 PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
 MAX_CONTEXT_BYTES = 16 * 1024
 MAX_REQUEST_BYTES = 6 * 1024 * 1024
