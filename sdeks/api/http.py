@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,13 +158,32 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """JSON escapes may encode unpaired UTF-16 surrogates (``"\\ud800"``); they cannot be re-encoded as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_json(data: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity); any failure, including absurd nesting or numbers, is a 400."""
+    """Strict JSON (no NaN/Infinity, no lone surrogates); any failure, including absurd nesting or numbers, is a 400."""
     if not data.strip():
         raise HttpError(400, "malformed_json", "request body is empty; expected a JSON object")
     try:
         text = data.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise HttpError(400, "malformed_json", "request body is not UTF-8") from None
     except json.JSONDecodeError as exc:
@@ -176,3 +196,6 @@ def parse_json(data: bytes) -> Any:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
         raise HttpError(400, "malformed_json", f"request body is not acceptable JSON: {reason}") from None
+    if _has_lone_surrogate(value):
+        raise HttpError(400, "malformed_json", "request body contains an unpaired UTF-16 surrogate escape")
+    return value
