@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 
+from sdeks.local.provision import local_session
+
 
 @dataclass
 class EventSubscription:
@@ -24,7 +26,8 @@ class EventSubscription:
         cls, topic_arn: str, endpoint_url: str | None = None, region: str | None = None, runtime: str | None = None
     ) -> EventSubscription:
         """Subscribe a fresh queue (raw delivery, optional filter on ``runtime``) to the topic."""
-        session = boto3.session.Session(region_name=region or topic_arn.split(":")[3])
+        region = region or topic_arn.split(":")[3]
+        session = local_session(region) if endpoint_url else boto3.session.Session(region_name=region)
         sqs = session.client("sqs", endpoint_url=endpoint_url)
         sns = session.client("sns", endpoint_url=endpoint_url)
         name = f"sdeks-events-{uuid.uuid4().hex[:12]}"

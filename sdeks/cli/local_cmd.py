@@ -68,6 +68,11 @@ def up(
         if isinstance(exc, ChildFailedError):
             console.print(tail(exc.child.log_path), highlight=False, markup=False)
         raise typer.Exit(1) from None
+    except Exception as exc:  # e.g. provisioning against a moto server that went away
+        stack.stop()
+        logging.getLogger("sdeks.local").exception("local stack failed to start")
+        console.print(f"[red]error:[/red] the local stack failed to start: {exc}", highlight=False)
+        raise typer.Exit(1) from None
     if stack.supervisor.stopping:
         stack.stop()
         raise typer.Exit(130)

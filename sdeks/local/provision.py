@@ -48,8 +48,16 @@ class LocalResources:
         return cls(**fields)
 
 
+LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+"""moto accepts any credentials; explicit ones keep a local stack independent of ~/.aws."""
+
+
+def local_session(region: str) -> boto3.session.Session:
+    return boto3.session.Session(region_name=region, **LOCAL_CREDENTIALS)
+
+
 def aws_clients(endpoint_url: str, region: str) -> dict[str, Any]:
-    session = boto3.session.Session(region_name=region)
+    session = local_session(region)
     return {name: session.client(name, endpoint_url=endpoint_url) for name in ("s3", "sns", "sqs", "dynamodb")}
 
 

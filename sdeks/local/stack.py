@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from queue_agent.settings import env_for as agent_env
 from sdeks.config import Config
 from sdeks.local.provision import LocalResources, provision
 from sdeks.local.state import LocalState, RuntimeEndpoints, pid_alive, write_state
@@ -179,22 +180,20 @@ class LocalStack:
                     f"agent-{runtime.name}",
                     [sys.executable, "-m", "queue_agent"],
                     {
-                        **aws_env,
-                        "SDEKS_QUEUE_URL": queue.url,
-                        "SDEKS_RUNTIME_NAME": runtime.name,
-                        "SDEKS_RUNTIME_TYPE": runtime.type,
-                        "SDEKS_RUNTIME_URL": rt_url,
-                        "SDEKS_OUTPUT_BUCKET": res.output_bucket,
-                        "SDEKS_RESULTS_TOPIC_ARN": res.results_topic_arn,
-                        "SDEKS_TASK_TABLE": res.task_table,
-                        "SDEKS_ALLOWED_INPUT_BUCKETS": ",".join(self.config.inputs.allowed_buckets),
-                        "SDEKS_ALLOWED_INPUT_HOSTS": ",".join(self.config.inputs.allowed_hosts),
-                        "SDEKS_INPUT_MAX_BYTES": str(self.config.inputs.max_bytes),
-                        "SDEKS_INPUT_TIMEOUT_S": str(self.config.inputs.timeout_s),
-                        "SDEKS_PREFETCH": str(runtime.prefetch),
-                        "SDEKS_TASK_TIMEOUT_S": str(runtime.task_timeout_s),
-                        "SDEKS_AGENT_PORT": str(agent_port),
-                        "SDEKS_WAIT_TIME_S": str(opts.wait_time_s),
+                        **LOCAL_AWS_ENV,
+                        **agent_env(
+                            res,
+                            runtime.name,
+                            rt_url,
+                            runtime.type,
+                            port=agent_port,
+                            inputs=self.config.inputs,
+                            agent_host=HOST,
+                            prefetch=runtime.prefetch,
+                            task_timeout_s=runtime.task_timeout_s,
+                            shutdown_grace_s=runtime.task_timeout_s,
+                            wait_time_s=opts.wait_time_s,
+                        ),
                     },
                     f"http://{HOST}:{agent_port}/healthz",
                     stop_timeout_s=runtime.task_timeout_s + 5,
