@@ -98,3 +98,32 @@ def test_chunked_body_over_limit_is_413(local_api):
     except httpx.HTTPError:  # the server may close while we still send; then it must have said 413 first
         pytest.skip("connection closed mid-upload")
     assert resp.status_code == 413
+
+
+def test_concurrent_duplicates_and_presigned_download_over_http(local_api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sdeks.tasks_table import TaskTable
+
+    key = {"x-api-key": local_api.api_key}
+    body = txt2img(task_id="http-dup", seed=3)
+    with httpx.Client(base_url=local_api.url, headers=key) as client, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: client.post("/v1alpha2", json=body), range(8)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.content for a in answers}) == 1
+    sqs = boto3.client("sqs", endpoint_url=local_api.res.aws_endpoint_url)
+    url = local_api.res.queues["sdruntime"].url
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=2).get("Messages", [])
+    got += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(m["Body"])["id"] for m in got] == ["http-dup"]
+
+    res = local_api.res
+    boto3.client("s3", endpoint_url=res.aws_endpoint_url).put_object(
+        Bucket=res.output_bucket, Key="output/http-dup/http-dup-1.png", Body=b"png bytes"
+    )
+    table = TaskTable.from_name(res.task_table, endpoint_url=res.aws_endpoint_url)
+    table.mark_running("http-dup", "sdruntime", attempt=1)
+    table.mark_succeeded("http-dup", [f"s3://{res.output_bucket}/output/http-dup/http-dup-1.png"])
+    status = httpx.get(f"{local_api.url}/v1alpha2/tasks/http-dup", params={"presign": "1"}, headers=key)
+    [image_url] = _check(status)["image_urls"]
+    assert httpx.get(image_url).content == b"png bytes"
