@@ -50,7 +50,7 @@ def test_config_from_environment_variable(tmp_path):
 @pytest.mark.slow
 def test_default_config_synthesizes_with_cloudformation_validation(tmp_path):
     """The one synth with the CDK's built-in CloudFormation validation on (and cdk-nag)."""
-    proc = _run_app(tmp_path, {"config": "config/default.yaml", "cluster": "false"})
+    proc = _run_app(tmp_path, {"config": "config/default.yaml"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "cdk.out"
     report = json.loads((out / "validation-report.json").read_text())

@@ -34,3 +34,23 @@ def test_cfn_lint_has_no_errors(synth_any):
     matches = lint_file(synth_any.template_path, ManualArgs(regions=["us-east-1", "us-west-2"]))
     errors = [f"{m.rule.id} {m.message} ({m.path})" for m in matches if m.rule.severity == "error"]
     assert not errors, "\n".join(errors)
+
+
+def test_nag_plugin_reports_findings(tmp_path):
+    """The harness sees findings when there are some (so zero findings above means zero)."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_sqs as sqs
+
+    from infra.nag import apply_nag
+
+    app = cdk.App(outdir=str(tmp_path))
+    stack = cdk.Stack(app, "Probe")
+    sqs.Queue(stack, "Plain")
+    apply_nag(app)
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    import json
+
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    rules = {v["ruleName"] for p in report["pluginReports"] for v in p["violations"]}
+    assert {"AwsSolutions-SQS3", "AwsSolutions-SQS4"} <= rules
