@@ -202,7 +202,8 @@ class InputFetcher:
             while True:
                 if time.monotonic() > deadline:
                     raise TransientError(f"{what}: fetch timed out after {self.timeout_s}s")
-                conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                if conn.sock is not None:
+                    conn.sock.settimeout(max(0.01, deadline - time.monotonic()))
                 chunk = resp.read(_CHUNK)
                 if not chunk:
                     break

@@ -1,0 +1,159 @@
+"""In-process tests of the agent's pieces: backoff, message parsing, adapters, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from queue_agent.adapters.comfyui import ComfyUIAdapter
+from queue_agent.adapters.sdwebui import SdWebUIAdapter, build_payload
+from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
+from queue_agent.fetch import InputFetcher
+from queue_agent.messages import Unparseable, identify, parse
+from queue_agent.settings import Settings, env_for
+from queue_agent.worker import backoff_s
+from tests.fixtures.agent import PNG_B64, PNG_1x1, task_message
+
+
+def test_backoff_doubles_and_caps():
+    assert [backoff_s(n, 5, 300) for n in (1, 2, 3, 4, 7, 8, 50)] == [5, 10, 20, 40, 300, 300, 300]
+    assert backoff_s(3, 0, 300) == 0
+    assert backoff_s(1, 0.3, 10) == 1
+
+
+def test_identify_and_parse():
+    with pytest.raises(Unparseable):
+        identify("not json")
+    with pytest.raises(Unparseable):
+        identify(json.dumps({"id": "../../etc"}))
+    msg = task_message()
+    job = parse(json.dumps(msg), runtime_name="sdruntime", runtime_type="sdwebui")
+    assert job.task_id == msg["id"] and job.tasktype == "text-to-image"
+    bad = task_message({"prompt": "x", "steps": 0})
+    with pytest.raises(PermanentError, match="steps"):
+        parse(json.dumps(bad), runtime_name="sdruntime", runtime_type="sdwebui")
+    with pytest.raises(PermanentError, match="cannot serve"):
+        parse(json.dumps(msg), runtime_name="sdruntime", runtime_type="comfyui")
+    with pytest.raises(PermanentError, match="delivered to runtime"):
+        parse(json.dumps(msg), runtime_name="other", runtime_type="sdwebui")
+
+
+class _NoFetch(InputFetcher):
+    def fetch(self, ref, what="input"):  # pragma: no cover - must not be called for base64
+        if ref.startswith("s3://"):
+            return PNG_B64
+        raise AssertionError(ref)
+
+
+def _job(content, tasktype):
+    return parse(json.dumps(task_message(content, tasktype=tasktype)), runtime_name="sdruntime", runtime_type="sdwebui")
+
+
+def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
+    fetcher = _NoFetch(s3=None, allowed_buckets=frozenset({"bkt"}), allowed_hosts=())
+    job = _job(
+        {
+            "prompt": "s3://bkt/not-an-image-field",
+            "alwayson_scripts": {
+                "image_link": "s3://bkt/in.png",
+                "sd_model_checkpoint": "m",
+                "controlnet": {"args": []},
+            },
+            "mask": "s3://bkt/mask.png",
+        },
+        "image-to-image",
+    )
+    payload = build_payload(job, fetcher)
+    assert payload["init_images"] == [PNG_B64] and payload["mask"] == PNG_B64
+    assert payload["prompt"] == "s3://bkt/not-an-image-field"
+    assert payload["alwayson_scripts"] == {"controlnet": {"args": []}}
+    assert job.inputs == {"alwayson_scripts.image_link": "s3://bkt/in.png", "mask": "s3://bkt/mask.png"}
+    batch = _job({"imageList": [{"data": "s3://bkt/1.png", "name": "one"}, {"data": PNG_B64}]}, "extra-batch-images")
+    assert [i["data"] for i in build_payload(batch, fetcher)["imageList"]] == [PNG_B64, PNG_B64]
+    single = _job({"image": "s3://bkt/1.png"}, "extra-single-image")
+    assert build_payload(single, fetcher)["image"] == PNG_B64
+
+
+def test_sdwebui_adapter_against_fake_runtime(fake_runtime):
+    adapter = SdWebUIAdapter(fake_runtime.url, timeout_s=5)
+    fetcher = _NoFetch(s3=None, allowed_buckets=frozenset(), allowed_hosts=())
+    assert adapter.healthy()
+    job = _job(
+        {"prompt": "x", "batch_size": 3, "alwayson_scripts": {"sd_model_checkpoint": "tiny-sd"}}, "text-to-image"
+    )
+    adapter.prepare(job, fetcher)
+    result = adapter.run(job)
+    assert result.images == [PNG_1x1] * 3 and result.info["info"]["seed"] == 1234
+    assert not [r for r in fake_runtime.requests if r[0] == "POST" and r[1] == "/sdapi/v1/options"]  # same model
+    single = _job({"image": PNG_B64}, "extra-single-image")
+    adapter.prepare(single, fetcher)
+    assert adapter.run(single).images == [PNG_1x1]
+    fake_runtime.fail_next(400, body={"detail": "bad"})
+    with pytest.raises(PermanentError, match="400"):
+        adapter.run(job)
+    fake_runtime.fail_next(503)
+    with pytest.raises(TransientError, match="503"):
+        adapter.run(job)
+    fake_runtime.delay_s = 2
+    slow = SdWebUIAdapter(fake_runtime.url, timeout_s=0.5)
+    with pytest.raises(TransientError, match="timed out"):
+        slow.run(job)
+    from tests.fixtures.aws import free_port
+
+    down = SdWebUIAdapter(f"http://127.0.0.1:{free_port()}", timeout_s=5)
+    with pytest.raises(RuntimeUnavailable):
+        down.run(job)
+    assert not down.healthy()
+
+
+def _pipeline_job(graph):
+    msg = task_message(graph, tasktype="pipeline", runtime="comfy")
+    return parse(json.dumps(msg), runtime_name="comfy", runtime_type="comfyui")
+
+
+GRAPH = {
+    "3": {"class_type": "KSampler", "inputs": {"seed": 1}},
+    "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}},
+}
+
+
+def test_comfyui_adapter(fake_runtime):
+    adapter = ComfyUIAdapter(fake_runtime.url, timeout_s=5)
+    assert adapter.healthy()
+    fake_runtime.delay_s = 0.3
+    job = _pipeline_job(GRAPH)
+    adapter.prepare(job, None)
+    result = adapter.run(job)
+    assert result.images == [PNG_1x1] and result.info["status"]["status_str"] == "success"
+    posted = [b for m, p, b in fake_runtime.requests if p == "/prompt"]
+    assert posted[0]["prompt"] == job.task.content.model_dump(mode="json") and posted[0]["client_id"]
+    bad = _pipeline_job({**GRAPH, "5": {"class_type": "DoesNotExist", "inputs": {}}})
+    adapter.prepare(bad, None)
+    with pytest.raises(PermanentError, match=r"node_errors|rejected"):
+        adapter.run(bad)
+    fake_runtime.comfy_result = "error"
+    with pytest.raises(PermanentError, match="boom"):
+        adapter.run(job)
+
+
+def test_settings_from_env_for(monkeypatch):
+    class Q:
+        url = "http://q"
+
+    class R:
+        queues = {"rt": Q()}  # noqa: RUF012
+        output_bucket = "out"
+        results_topic_arn = "arn:results"
+        task_table = "tbl"
+        aws_endpoint_url = "http://127.0.0.1:5000"
+        region = "eu-west-1"
+
+    env = env_for(R(), "rt", "http://127.0.0.1:7860", allowed_input_hosts=["a.example.com", "*.b.com"], prefetch=2)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.queue_url == "http://q" and settings.prefetch == 2
+    assert settings.allowed_input_hosts == ["a.example.com", "*.b.com"]
+    assert settings.input_buckets == frozenset({"out"}) and settings.aws_region == "eu-west-1"
+    assert settings.health_path == "/healthz"
