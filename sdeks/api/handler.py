@@ -20,6 +20,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,19 +84,18 @@ class Api:
 
     @classmethod
     def from_env(cls) -> Api:
-        import boto3
-        from botocore.config import Config as BotoConfig
+        """An Api for the current environment and thread.
 
-        settings = Settings.from_env()
-        session = boto3.session.Session()
-        boto_config = BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=10)
-        s3_config = boto_config.merge(BotoConfig(signature_version="s3v4"))
-        return cls(
-            settings,
-            sns=session.client("sns", config=boto_config),
-            s3=session.client("s3", config=s3_config),
-            table=TaskTable(session.resource("dynamodb", config=boto_config).Table(settings.task_table)),
-        )
+        The session and the SNS/S3 clients (thread-safe) are shared per environment; the
+        DynamoDB table resource (not thread-safe) is made per thread from the shared session.
+        """
+        key = env_key()
+        with _shared_lock:
+            shared = _shared.get(key)
+            if shared is None:
+                shared = _shared[key] = _SharedClients.create()
+            table = shared.session.resource("dynamodb", config=shared.boto_config).Table(shared.settings.task_table)
+        return cls(shared.settings, sns=shared.sns, s3=shared.s3, table=TaskTable(table))
 
     # --- routing ------------------------------------------------------------------
 
@@ -290,6 +290,34 @@ class Api:
         return json_response(200, infos)
 
 
+@dataclass(frozen=True)
+class _SharedClients:
+    settings: Settings
+    session: Any
+    boto_config: Any
+    sns: Any
+    s3: Any
+
+    @classmethod
+    def create(cls) -> _SharedClients:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        settings = Settings.from_env()
+        session = boto3.session.Session()
+        boto_config = BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=10)
+        s3_config = boto_config.merge(BotoConfig(signature_version="s3v4"))
+        return cls(
+            settings,
+            session,
+            boto_config,
+            sns=session.client("sns", config=boto_config),
+            s3=session.client("s3", config=s3_config),
+        )
+
+
+_shared: dict[tuple[str | None, ...], _SharedClients] = {}
+_shared_lock = threading.Lock()
 _local = threading.local()
 
 
