@@ -42,30 +42,33 @@ def arn_of(resource: IConstruct) -> str:
 
 
 def suppress_findings(stack: SdeksStack) -> None:
+    _storage(stack)
     _api(stack)
     if stack.cluster is not None:
         _cluster(stack)
 
 
+def _storage(stack: SdeksStack) -> None:
+    acknowledge(
+        stack.storage.access_logs,
+        "S1",
+        "This is the log bucket (S3 server access logs, VPC flow logs); logging it into itself would loop.",
+    )
+
+
 def _api(stack: SdeksStack) -> None:
     api = stack.api
-    policy = api.role
-    bucket = arn_of(stack.storage.output_bucket) if stack.storage.output_bucket_created else None
-    if bucket:
-        acknowledge(
-            policy,
-            f"IAM5[Resource::{bucket}/_claims/*]",
-            "PutObject is limited to the claim-check prefix; object keys are task ids, unknown in advance.",
-        )
-        acknowledge(
-            policy,
-            f"IAM5[Resource::{bucket}/*]",
-            "GetObject on the output bucket's objects only, to presign result URLs of any task prefix.",
-        )
-    acknowledge(
+    policy = api.role.node.find_child("DefaultPolicy")
+    acknowledge_wildcards(
         policy,
-        "IAM5[Resource::*]",
-        "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (added by tracing=ACTIVE).",
+        policy.document,
+        {
+            "ClaimChecks": "PutObject is limited to the claim-check prefix (_claims/); keys are task ids, unknown"
+            " in advance.",
+            "PresignOutputs": "GetObject on the output bucket's objects only, to presign result URLs under any task"
+            " prefix.",
+            "": "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (tracing=ACTIVE).",
+        },
     )
     acknowledge(
         api.function,
