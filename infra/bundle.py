@@ -139,4 +139,19 @@ def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    _prune(out.parent, keep=KEEP_BUNDLES)
     return out
+
+
+KEEP_BUNDLES = 8
+
+
+def _prune(parent: Path, keep: int) -> None:
+    """Drop all but the ``keep`` newest bundles (each source change makes a new one)."""
+    bundles = sorted(
+        (d for d in parent.iterdir() if d.is_dir() and not d.name.startswith("build.")),
+        key=lambda d: d.stat().st_mtime,
+        reverse=True,
+    )
+    for old in bundles[keep:]:
+        shutil.rmtree(old, ignore_errors=True)

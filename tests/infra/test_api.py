@@ -113,6 +113,7 @@ def test_lambda_asset_bundles_sdeks_and_linux_wheels(synth_default):
     key = fn["Properties"]["Code"]["S3Key"]
     manifest = json.loads((synth_default.outdir / f"{synth_default.stack.artifact_id}.assets.json").read_text())
     asset = synth_default.outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
+    assert (asset / "handler.py").is_file(), "handler.handler must resolve at the asset root"
     assert (asset / "sdeks" / "contract" / "__init__.py").is_file()
     assert (asset / "sdeks" / "config" / "layout.py").is_file()
     assert (asset / "pydantic").is_dir() and (asset / "yaml").is_dir()
