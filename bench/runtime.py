@@ -1,0 +1,116 @@
+"""Benchmark the sd_runtime with the tiny model over real HTTP; prints JSON.
+
+    .venv/bin/python bench/runtime.py [--steps 20] [--repeats 3] [--model-dir DIR]
+
+For each size (64², 256²) and batch size (1, 4): median request latency and
+images/s. "concurrent4x1" sends four batch-1 requests at once, which the runtime
+serializes; comparing it with batch 4 is the measurement behind the decision
+whether to merge waiting requests into one pipeline call (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def runtime(model_dir: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sd_runtime", "--model", str(model_dir / "tiny-sd"), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SD_LOG_LEVEL": "warning"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def txt2img(url: str, size: int, batch: int, steps: int, seed: int) -> float:
+    body = {"prompt": "bench", "steps": steps, "width": size, "height": size, "batch_size": batch, "seed": seed}
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=600)
+    r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model-dir", default=None, help="reuse a tiny model dir (built when missing)")
+    args = parser.parse_args()
+    model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="sdeks-bench-"))
+    subprocess.run([sys.executable, "-m", "sd_runtime.tiny", str(model_dir)], cwd=REPO, check=True, capture_output=True)
+    results = []
+    with runtime(model_dir) as url:
+        for size in (64, 256):
+            txt2img(url, size, 1, args.steps, 0)  # warm-up (first call allocates)
+            for batch in (1, 4):
+                lat = [txt2img(url, size, batch, args.steps, i) for i in range(args.repeats)]
+                med = statistics.median(lat)
+                results.append(
+                    {"size": size, "batch": batch, "latency_s": round(med, 3), "images_per_s": round(batch / med, 2)}
+                )
+            with ThreadPoolExecutor(4) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(lambda i, s=size: txt2img(url, s, 1, args.steps, i), range(4)))
+                wall = time.perf_counter() - t0
+            results.append(
+                {
+                    "size": size,
+                    "batch": "concurrent4x1",
+                    "latency_s": round(wall, 3),
+                    "images_per_s": round(4 / wall, 2),
+                }
+            )
+    print(
+        json.dumps(
+            {
+                "benchmark": "sd_runtime txt2img, tiny model",
+                "device": "cpu",
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+                "steps": args.steps,
+                "sampler": "Euler a",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
