@@ -8,7 +8,7 @@ STAMPS := $(VENV)/.stamps
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install install-runtime install-cdk install-dev test demo lint bench synth clean
+.PHONY: install install-cdk install-dev test demo lint bench synth clean
 
 $(PY):
 	$(PY_BOOT) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: install-dev
 
 demo: install
 	$(PY) -m sdeks.demo
+
+CONFIG ?= config/default.yaml
+synth: install-cdk
+	infra/synth.sh $(CONFIG)
 
 bench: install-dev
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
