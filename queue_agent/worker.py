@@ -28,6 +28,7 @@ import math
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -132,6 +133,7 @@ class Agent:
             self.sqs, settings.queue_url, settings.visibility_s, self._handles, self.vis_lock, self.stopped
         )
         self._threads: list[threading.Thread] = []
+        self._marker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
 
     # --- held messages ----------------------------------------------------------
 
@@ -371,27 +373,30 @@ class Agent:
         self._set_state(held, "running")
         now = datetime.now(UTC)
         held.started_at = now
+        # The status row is written while the runtime already works: its round trip stays off the
+        # runtime's critical path. If the row says the task already succeeded, the result is discarded
+        # (nothing has been stored yet) and the message acknowledged.
+        marking = self._marker.submit(self.table.mark_running, job.task_id, job.runtime, held.msg.receive_count, now)
         try:
+            self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
+            log.info("task running", extra=held.fields())
+            started = time.monotonic()
             try:
-                status = self.table.mark_running(job.task_id, job.runtime, held.msg.receive_count, now=now)
-            except (ClientError, BotoCoreError) as exc:
-                raise _aws_error("status update failed", exc) from None
-            if status is None:
-                held.outcome = "skip"
-            else:
-                self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
-                log.info("task running", extra=held.fields())
-                started = time.monotonic()
-                try:
-                    held.result = self.adapter.run(job)
-                finally:
-                    self.metrics.add_busy(time.monotonic() - started)
-                held.outcome = "success"
+                held.result = self.adapter.run(job)
+            finally:
+                self.metrics.add_busy(time.monotonic() - started)
+            held.outcome = "success"
         except TaskError as exc:
             held.outcome, held.error = ("permanent" if isinstance(exc, PermanentError) else "transient"), exc
             if isinstance(exc, RuntimeUnavailable):
                 self.runtime_ready.clear()
                 self.metrics.ready.set(0)
+        try:
+            if marking.result() is None:
+                held.outcome, held.result = "skip", None
+        except (ClientError, BotoCoreError) as exc:
+            if held.outcome == "success":  # a failure is announced anyway; a success needs its row
+                held.outcome, held.error = "transient", _aws_error("status update failed", exc)
         self._to_finisher(held)
 
     # --- finisher ---------------------------------------------------------------
