@@ -34,6 +34,29 @@ class Adapter(Protocol):
     def close(self) -> None: ...
 
 
+class HttpAdapter:
+    """What every adapter shares: one pooled HTTP client to the runtime and its health check."""
+
+    def __init__(self, base_url: str, timeout_s: float, health_path: str, request_timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.health_path = health_path
+        self.client = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(request_timeout_s, connect=5.0),
+            limits=httpx.Limits(max_keepalive_connections=4),
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self.client.get(self.health_path, timeout=3.0).is_success
+        except httpx.HTTPError:
+            return False
+
+
 def classify_response(resp: httpx.Response, what: str) -> None:
     """Raise for a non-2xx answer: 4xx (but 408/429) permanent, the rest transient."""
     if resp.is_success:

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from queue_agent.adapters import RuntimeResult, json_of, request
+from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
 from queue_agent.errors import PermanentError, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.messages import Job
@@ -24,23 +24,11 @@ POLL_INTERVAL_S = 0.05
 POLL_MAX_INTERVAL_S = 0.5
 
 
-class ComfyUIAdapter:
+class ComfyUIAdapter(HttpAdapter):
     def __init__(self, base_url: str, timeout_s: float, health_path: str = "/system_stats") -> None:
-        self.timeout_s = timeout_s
-        self.health_path = health_path
+        # Each call is short (submit, poll, view); the task-long wait is the polling loop's.
+        super().__init__(base_url, timeout_s, health_path, request_timeout_s=30.0)
         self.client_id = uuid.uuid4().hex
-        self.client = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0), trust_env=False
-        )
-
-    def close(self) -> None:
-        self.client.close()
-
-    def healthy(self) -> bool:
-        try:
-            return self.client.get(self.health_path, timeout=3.0).is_success
-        except httpx.HTTPError:
-            return False
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
         job.payload = {"prompt": job.task.content.model_dump(mode="json"), "client_id": self.client_id}

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from queue_agent.adapters import RuntimeResult, json_of, request
+from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
 from queue_agent.errors import PermanentError, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.messages import Job
@@ -90,25 +90,10 @@ def _strip_images(parameters: Any, inputs: dict[str, str]) -> Any:
     return out
 
 
-class SdWebUIAdapter:
+class SdWebUIAdapter(HttpAdapter):
     def __init__(self, base_url: str, timeout_s: float, health_path: str = "/healthz") -> None:
-        self.timeout_s = timeout_s
-        self.health_path = health_path
-        self.client = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            timeout=httpx.Timeout(timeout_s, connect=5.0),
-            limits=httpx.Limits(max_keepalive_connections=4),
-            trust_env=False,
-        )
-
-    def close(self) -> None:
-        self.client.close()
-
-    def healthy(self) -> bool:
-        try:
-            return self.client.get(self.health_path, timeout=3.0).is_success
-        except httpx.HTTPError:
-            return False
+        # One A1111 call renders the whole task, so it may take the task's whole timeout.
+        super().__init__(base_url, timeout_s, health_path, request_timeout_s=timeout_s)
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
         job.payload = build_payload(job, fetcher)
