@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from sd_runtime import a1111
+from sd_runtime import a1111, comfyui
 from sd_runtime.engine import Engine
 from sd_runtime.errors import ApiError, error_response, validation_response
 from sd_runtime.imageio import ImageInputError
@@ -89,6 +89,7 @@ def create_app(engine: Engine, initial_model: ModelRef | None = None) -> FastAPI
         )
 
     app.include_router(a1111.create_router(engine))
+    comfyui.mount(app, engine)
     return app
 
 

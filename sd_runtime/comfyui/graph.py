@@ -1,0 +1,361 @@
+"""Validate and execute an API-format workflow, as ComfyUI's ``execution.py`` does.
+
+Validation (on the event loop, before anything is queued) follows ComfyUI: every
+node needs a known ``class_type``; the graph needs at least one output node
+(SaveImage, PreviewImage); each output's inputs are checked recursively — required
+inputs present, links ``[node_id, output_index]`` pointing at existing nodes and
+outputs of the right type, constants converted and within ``min``/``max`` or in
+the combo list — and only the nodes that feed a valid output are run. Errors have
+ComfyUI's shape: ``{"error": {type, message, details, extra_info}, "node_errors":
+{node_id: {"errors": [...], "dependent_outputs": [...], "class_type": ...}}}``.
+
+Execution (on the engine's worker thread) runs the plan's nodes in topological
+order; outputs are passed by reference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sd_runtime.comfyui.nodes import NODES, Context, NodeDef
+
+
+def _err(kind: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+class PromptError(Exception):
+    """The workflow is rejected: HTTP 400 with ``body``."""
+
+    def __init__(self, error: dict[str, Any], node_errors: dict[str, Any] | None = None):
+        super().__init__(error["message"])
+        self.body = {"error": error, "node_errors": node_errors or {}}
+
+
+@dataclass
+class Plan:
+    """A validated workflow: the nodes to run, in order, with converted constant inputs."""
+
+    prompt: dict[str, Any]
+    outputs: list[str]
+    order: list[str]
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    node_errors: dict[str, Any] = field(default_factory=dict)
+
+
+def is_link(value: Any) -> bool:
+    return isinstance(value, list)
+
+
+def _convert(name: str, value: Any, spec: tuple[Any, dict[str, Any]], state: Any) -> tuple[Any, dict | None]:
+    """A constant input converted to its type, or an error in ComfyUI's shape."""
+    kind, opts = spec
+    if callable(kind):
+        kind = kind(state)
+    if isinstance(kind, list):  # combo
+        if value not in kind and not _combo_extra(name, value, state):
+            shown = kind if len(kind) <= 50 else [*kind[:50], "…"]
+            return None, _err(
+                "value_not_in_list",
+                "Value not in list",
+                f"{name}: '{value}' not in {shown}",
+                input_name=name,
+                input_config=[shown],
+                received_value=value,
+            )
+        return value, None
+    try:
+        if kind == "INT":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            converted: Any = int(value)
+        elif kind == "FLOAT":
+            converted = float(value)
+            if not math.isfinite(converted):
+                raise ValueError(value)
+        elif kind == "STRING":
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            converted = str(value)
+        elif kind == "BOOLEAN":
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            converted = value
+        else:  # a node type (MODEL, LATENT...) given as a constant
+            return None, _err(
+                "invalid_input_type",
+                f"Input {name} must be a link to a {kind} output, not a constant",
+                f"{name}: {str(value)[:100]!r}",
+                input_name=name,
+            )
+    except (TypeError, ValueError, OverflowError):
+        return None, _err(
+            "invalid_input_type",
+            f"Failed to convert an input value to a {kind} value",
+            f"{name}, {str(value)[:100]}",
+            input_name=name,
+            received_value=str(value)[:100],
+        )
+    if "min" in opts and converted < opts["min"]:
+        return None, _err(
+            "value_smaller_than_min",
+            f"Value {converted} smaller than min of {opts['min']}",
+            f"{name}",
+            input_name=name,
+            received_value=converted,
+        )
+    if "max" in opts and converted > opts["max"]:
+        return None, _err(
+            "value_bigger_than_max",
+            f"Value {converted} bigger than max of {opts['max']}",
+            f"{name}",
+            input_name=name,
+            received_value=converted,
+        )
+    return converted, None
+
+
+def _combo_extra(name: str, value: Any, state: Any) -> bool:
+    """Combo values accepted beyond the listed ones: inline base64 images and annotated input names."""
+    if name == "image" and isinstance(value, str):
+        return state.files.load_input(value) is not None
+    if name == "ckpt_name" and isinstance(value, str):
+        from sd_runtime.comfyui.nodes import find_checkpoint
+
+        return find_checkpoint(state.engine, value) is not None
+    return False
+
+
+def validate(prompt: Any, state: Any) -> Plan:
+    """A :class:`Plan` for ``prompt`` or :class:`PromptError` (ComfyUI's ``validate_prompt``)."""
+    if not isinstance(prompt, dict) or not prompt:
+        raise PromptError(_err("invalid_prompt", "Prompt must be a non-empty object of node id → node", ""))
+    unknown: dict[str, Any] = {}
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            raise PromptError(
+                _err(
+                    "invalid_prompt",
+                    "Cannot execute because a node is missing the class_type property.",
+                    f"Node ID '#{node_id}'",
+                )
+            )
+        if not isinstance(node.get("inputs", {}), dict):
+            raise PromptError(_err("invalid_prompt", "Node inputs must be an object.", f"Node ID '#{node_id}'"))
+        class_type = node["class_type"]
+        if not isinstance(class_type, str) or class_type not in NODES:
+            unknown[str(node_id)] = {
+                "errors": [
+                    _err(
+                        "invalid_node_type",
+                        f"Node type {class_type!r} is not supported by this runtime",
+                        f"supported: {', '.join(sorted(NODES))}",
+                        supported=sorted(NODES),
+                    )
+                ],
+                "dependent_outputs": [],
+                "class_type": class_type,
+            }
+    if unknown:
+        first_id, first = next(iter(unknown.items()))
+        raise PromptError(
+            _err(
+                "invalid_prompt",
+                f"Cannot execute because node {first['class_type']} does not exist.",
+                f"Node ID '#{first_id}'",
+                supported=sorted(NODES),
+            ),
+            unknown,
+        )
+    outputs = [nid for nid, node in prompt.items() if NODES[node["class_type"]].output_node]
+    if not outputs:
+        raise PromptError(_err("prompt_no_outputs", "Prompt has no outputs", ""))
+
+    errors: dict[str, list[dict[str, Any]]] = {}
+    converted: dict[str, dict[str, Any]] = {}
+    valid: dict[str, bool] = {}
+    visiting: set[str] = set()
+
+    def check(nid: str) -> bool:
+        if nid in valid:
+            return valid[nid]
+        if nid in visiting:
+            errors.setdefault(nid, []).append(
+                _err("dependency_cycle", "Dependency cycle detected", f"node #{nid} depends on itself")
+            )
+            return False
+        visiting.add(nid)
+        node = prompt[nid]
+        ndef: NodeDef = NODES[node["class_type"]]
+        inputs = node.get("inputs") or {}
+        mine: list[dict[str, Any]] = []
+        ok = True
+        values: dict[str, Any] = {}
+        for name in [*ndef.required, *(k for k in ndef.optional if k in inputs)]:
+            spec = ndef.input_spec(name)
+            assert spec is not None
+            if name not in inputs:
+                mine.append(
+                    _err(
+                        "required_input_missing",
+                        "Required input is missing",
+                        f"{name}",
+                        input_name=name,
+                    )
+                )
+                continue
+            value = inputs[name]
+            if is_link(value):
+                if len(value) != 2 or not isinstance(value[1], int) or isinstance(value[1], bool):
+                    mine.append(
+                        _err(
+                            "bad_linked_input",
+                            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                            f"{name}",
+                            input_name=name,
+                            received_value=str(value)[:100],
+                        )
+                    )
+                    continue
+                src = str(value[0])
+                if src not in prompt:
+                    mine.append(
+                        _err(
+                            "bad_linked_input",
+                            f"Input {name} links to node '#{src}', which does not exist",
+                            f"{name}: [{value[0]!r}, {value[1]}]",
+                            input_name=name,
+                            linked_node=src,
+                        )
+                    )
+                    continue
+                src_def = NODES[prompt[src]["class_type"]]
+                slot = value[1]
+                if not 0 <= slot < len(src_def.outputs):
+                    mine.append(
+                        _err(
+                            "bad_linked_input",
+                            f"Input {name} links to output {slot} of node '#{src}' ({src_def.name}), "
+                            f"which has {len(src_def.outputs)} output(s) {list(src_def.outputs)}",
+                            f"{name}: [{value[0]!r}, {slot}]",
+                            input_name=name,
+                            linked_node=src,
+                        )
+                    )
+                    continue
+                want = spec[0]
+                got = src_def.outputs[slot]
+                if isinstance(want, str) and want != got:
+                    mine.append(
+                        _err(
+                            "return_type_mismatch",
+                            "Return type mismatch between linked nodes",
+                            f"{name}, received_type({got}) mismatch input_type({want})",
+                            input_name=name,
+                            received_type=got,
+                            linked_node=src,
+                        )
+                    )
+                    continue
+                if not check(src):
+                    ok = False
+                values[name] = (src, slot)
+            else:
+                conv, error = _convert(name, value, spec, state)
+                if error:
+                    mine.append(error)
+                else:
+                    values[name] = conv
+        visiting.discard(nid)
+        if mine:
+            errors.setdefault(nid, []).extend(mine)
+            ok = False
+        converted[nid] = values
+        valid[nid] = ok
+        return ok
+
+    good: list[str] = []
+    dependents: dict[str, list[str]] = {}
+    for out in outputs:
+        if check(out):
+            good.append(out)
+        # every failing node in this output's subtree lists the output as dependent
+        for nid in _ancestors(out, prompt):
+            if nid in errors:
+                dependents.setdefault(nid, []).append(out)
+    node_errors = {
+        nid: {"errors": errs, "dependent_outputs": dependents.get(nid, []), "class_type": prompt[nid]["class_type"]}
+        for nid, errs in errors.items()
+    }
+    if not good:
+        raise PromptError(_err("prompt_outputs_failed_validation", "Prompt outputs failed validation", ""), node_errors)
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(nid: str) -> None:
+        if nid in seen:
+            return
+        seen.add(nid)
+        for value in converted[nid].values():
+            if isinstance(value, tuple):
+                visit(value[0])
+        order.append(nid)
+
+    for out in good:
+        visit(out)
+    return Plan(prompt=prompt, outputs=good, order=order, inputs=converted, node_errors=node_errors)
+
+
+def _ancestors(nid: str, prompt: dict[str, Any]) -> set[str]:
+    seen: set[str] = set()
+    stack = [nid]
+    while stack:
+        cur = stack.pop()
+        if cur in seen or cur not in prompt:
+            continue
+        seen.add(cur)
+        for value in (prompt[cur].get("inputs") or {}).values():
+            if is_link(value) and len(value) == 2:
+                stack.append(str(value[0]))
+    return seen
+
+
+class NodeFailed(Exception):  # noqa: N818
+    def __init__(self, node_id: str, node_type: str, exc: BaseException, executed: list[str]):
+        super().__init__(str(exc))
+        self.node_id, self.node_type, self.exc, self.executed = node_id, node_type, exc, executed
+
+
+def execute(
+    plan: Plan,
+    ctx: Context,
+    on_executing: Callable[[str], None],
+    on_executed: Callable[[str, dict[str, Any]], None],
+) -> dict[str, dict[str, Any]]:
+    """Run the plan on the calling (worker) thread; return ``{node_id: ui output}`` of the output nodes.
+
+    A failing node raises :class:`NodeFailed` (with the nodes executed before it).
+    """
+    results: dict[str, tuple] = {}
+    ui: dict[str, dict[str, Any]] = {}
+    executed: list[str] = []
+    for nid in plan.order:
+        node_type = plan.prompt[nid]["class_type"]
+        ndef = NODES[node_type]
+        ctx.node_id = nid
+        on_executing(nid)
+        kwargs = {name: (results[v[0]][v[1]] if isinstance(v, tuple) else v) for name, v in plan.inputs[nid].items()}
+        try:
+            ctx.check_interrupt()
+            out = ndef.fn(ctx, **kwargs)
+        except Exception as exc:
+            raise NodeFailed(nid, node_type, exc, executed) from exc
+        results[nid] = out
+        executed.append(nid)
+        if ndef.output_node and out and isinstance(out[0], dict) and "ui" in out[0]:
+            ui[nid] = out[0]["ui"]
+            on_executed(nid, out[0]["ui"])
+    return ui

@@ -1,0 +1,663 @@
+"""The ComfyUI nodes sdeks implements, on the engine's diffusers components.
+
+Each node is a :class:`NodeDef`: its input spec in ComfyUI's ``/object_info``
+format, its output types and a function run on the engine's worker thread.
+Values passed between nodes keep ComfyUI's conventions where clients can see
+them (IMAGE = float tensor ``[B, H, W, C]`` in 0..1 on the CPU, MASK =
+``[B, H, W]``, LATENT = ``{"samples": [B, 4, H/8, W/8]}``); the latents are
+kept in diffusers' scaled space (``× vae.config.scaling_factor``), which no
+client observes.
+
+KSampler runs ``StableDiffusionImg2ImgPipeline`` with ``prompt_embeds`` and the
+input latents (``output_type="latent"``): at ``denoise`` 1 the latent is fully
+noised, which is ComfyUI's text-to-image on an empty latent; below 1 it is
+ComfyUI's partial denoise, run for ``steps`` steps as ComfyUI does (diffusers
+gets ``ceil(steps / denoise)`` and keeps the last ``steps``). The initial noise
+comes from a CPU generator seeded with ``seed``, so a seed renders the same
+image on any device.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageOps, PngImagePlugin
+
+MAX_RESOLUTION = 16384
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+MAX_BATCH = 64
+
+# ComfyUI sampler name → (diffusers scheduler class, options)
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm_2": ("KDPM2DiscreteScheduler", {}),
+    "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {"set_alpha_to_one": False}),
+    "uni_pc": ("UniPCMultistepScheduler", {}),
+    "uni_pc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
+}
+# ComfyUI scheduler (sigma schedule) name → diffusers scheduler options; options a
+# scheduler class does not take are dropped (ComfyUI allows any pairing).
+SCHEDULERS: dict[str, dict[str, Any]] = {
+    "normal": {"timestep_spacing": "linspace"},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "sgm_uniform": {"timestep_spacing": "trailing"},
+    "simple": {"timestep_spacing": "trailing"},
+    "ddim_uniform": {"timestep_spacing": "leading"},
+    "beta": {"use_beta_sigmas": True},
+}
+_SCHED_RESET = (
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "algorithm_type",
+    "solver_order",
+    "solver_type",
+)
+UPSCALE_METHODS_LATENT = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+UPSCALE_METHODS_IMAGE = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+CROP_METHODS = ["disabled", "center"]
+
+
+class Interrupted(Exception):  # noqa: N818 (ComfyUI's name for it)
+    """The prompt was interrupted (``POST /interrupt``)."""
+
+
+class NodeExecutionError(Exception):
+    """A node failed in a way the client should read (an unknown checkpoint, a bad image)."""
+
+
+# ---- values passed between nodes ---------------------------------------------------
+
+
+@dataclass
+class Model:
+    pipes: dict[str, Any]
+    title: str
+    scheduler_config: dict[str, Any]
+
+
+@dataclass
+class Clip:
+    pipe: Any
+    clip_skip: int | None = None
+
+
+@dataclass
+class Vae:
+    vae: Any
+    scale_factor: int
+
+
+@dataclass
+class Conditioning:
+    embeds: Any  # [1 or B, tokens, dim] on the CPU
+
+
+# ---- node definitions ----------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What a node sees while it runs (on the worker thread)."""
+
+    engine: Any
+    files: Any  # api.FileStore
+    prompt: dict[str, Any]
+    prompt_id: str
+    node_id: str = ""
+    on_progress: Callable[[int, int], None] = lambda value, total: None
+    interrupted: Callable[[], bool] = lambda: False
+
+    def check_interrupt(self) -> None:
+        if self.interrupted():
+            raise Interrupted()
+
+
+Choices = list[str] | Callable[[Any], list[str]]
+
+
+@dataclass
+class NodeDef:
+    name: str
+    display_name: str
+    category: str
+    required: dict[str, tuple[Any, dict[str, Any]]]
+    outputs: tuple[str, ...]
+    fn: Callable[..., tuple]
+    output_names: tuple[str, ...] = ()
+    optional: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    output_node: bool = False
+    description: str = ""
+
+    def input_spec(self, name: str) -> tuple[Any, dict[str, Any]] | None:
+        return self.required.get(name) or self.optional.get(name)
+
+    def object_info(self, state: Any) -> dict[str, Any]:
+        def spec(entry: tuple[Any, dict[str, Any]]) -> list[Any]:
+            kind, opts = entry
+            if callable(kind):
+                kind = kind(state)
+            return [kind, opts] if opts else [kind]
+
+        info_input: dict[str, Any] = {"required": {k: spec(v) for k, v in self.required.items()}}
+        if self.optional:
+            info_input["optional"] = {k: spec(v) for k, v in self.optional.items()}
+        order: dict[str, list[str]] = {"required": list(self.required)}
+        if self.optional:
+            order["optional"] = list(self.optional)
+        return {
+            "input": info_input,
+            "input_order": order,
+            "output": list(self.outputs),
+            "output_is_list": [False] * len(self.outputs),
+            "output_name": list(self.output_names or self.outputs),
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": "nodes",
+            "category": self.category,
+            "output_node": self.output_node,
+            "deprecated": False,
+            "experimental": False,
+        }
+
+
+# ---- helpers -------------------------------------------------------------------------
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def engine_pipes(engine: Any) -> dict[str, Any]:
+    """The loaded model's pipelines (txt2img / img2img / inpaint share one set of components)."""
+    pipes = getattr(engine, "_pipes", None)
+    if not pipes:
+        raise NodeExecutionError("no model is loaded")
+    return dict(pipes)
+
+
+def make_scheduler(sampler_name: str, scheduler: str, base_config: dict[str, Any]) -> Any:
+    """A fresh diffusers scheduler for a ComfyUI (sampler, scheduler) pair on the model's config."""
+    import diffusers
+
+    cls_name, options = SAMPLERS[sampler_name]
+    cls = getattr(diffusers, cls_name)
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    config = {k: v for k, v in base_config.items() if k not in _SCHED_RESET}
+    extra = {k: v for k, v in {**options, **SCHEDULERS[scheduler]}.items() if k in accepted}
+    if "timestep_spacing" in extra and extra["timestep_spacing"] == "leading":
+        config.setdefault("steps_offset", 1)
+    return cls.from_config(config, **extra)
+
+
+def steps_for_denoise(steps: int, denoise: float) -> int:
+    """The diffusers ``num_inference_steps`` whose last ``steps`` steps are ComfyUI's partial denoise."""
+    if denoise >= 1.0:
+        return steps
+    n = max(steps, int(steps / denoise))
+    while int(n * denoise) < steps and n < steps * 10000:
+        n += 1
+    return n
+
+
+def png_bytes(img: Image.Image, prompt: dict[str, Any] | None) -> bytes:
+    """PNG with ComfyUI's ``prompt`` text chunk (the API-format workflow that made it)."""
+    info = PngImagePlugin.PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=info, compress_level=4)
+    return buf.getvalue()
+
+
+def image_to_pil(images: Any) -> list[Image.Image]:
+    import numpy as np
+
+    arr = (images.clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
+    return [Image.fromarray(a[..., :3] if a.shape[-1] >= 3 else a[..., 0]) for a in arr]
+
+
+def pil_to_image(img: Image.Image) -> tuple[Any, Any]:
+    """PIL → (IMAGE [1,H,W,3], MASK [1,H,W]) as ComfyUI's LoadImage: mask = 1 - alpha."""
+    import numpy as np
+
+    torch = _torch()
+    img = ImageOps.exif_transpose(img)
+    rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    image = torch.from_numpy(rgb)[None]
+    if "A" in img.getbands():
+        alpha = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0
+        mask = 1.0 - torch.from_numpy(alpha)[None]
+    else:
+        mask = torch.zeros((1, 64, 64), dtype=torch.float32)
+    return image, mask
+
+
+def _center_crop(t: Any, width: int, height: int) -> Any:
+    """Crop a ``[B, C, H, W]`` tensor to the target aspect ratio, centered (ComfyUI's ``crop: center``)."""
+    old_w, old_h = t.shape[3], t.shape[2]
+    old_aspect, new_aspect = old_w / old_h, width / height
+    x = y = 0
+    if old_aspect > new_aspect:
+        x = round((old_w - old_w * (new_aspect / old_aspect)) / 2)
+    elif old_aspect < new_aspect:
+        y = round((old_h - old_h * (old_aspect / new_aspect)) / 2)
+    return t[:, :, y : old_h - y, x : old_w - x]
+
+
+def _target_size(width: int, height: int, old_w: int, old_h: int) -> tuple[int, int]:
+    """0 for one side keeps the aspect ratio (ComfyUI); both 0 keeps the size."""
+    if width == 0 and height == 0:
+        return old_w, old_h
+    if width == 0:
+        width = max(1, round(old_w * height / old_h))
+    elif height == 0:
+        height = max(1, round(old_h * width / old_w))
+    return width, height
+
+
+def _resize(t: Any, width: int, height: int, method: str, crop: str) -> Any:
+    """Resize ``[B, C, H, W]`` with a ComfyUI upscale method."""
+    torch = _torch()
+    import numpy as np
+
+    if crop == "center":
+        t = _center_crop(t, width, height)
+    if method == "lanczos":
+        out = []
+        for frame in t:
+            arr = (frame.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+            img = Image.fromarray(arr).resize((width, height), Image.Resampling.LANCZOS)
+            out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
+        return torch.stack(out)
+    mode = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}.get(
+        method, "bilinear"
+    )
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    return torch.nn.functional.interpolate(t, size=(height, width), mode=mode, **kwargs)
+
+
+# ---- node implementations ---------------------------------------------------------
+
+
+def checkpoint_choices(state: Any) -> list[str]:
+    return [r.title for r in state.engine.models()]
+
+
+def find_checkpoint(engine: Any, name: str) -> Any | None:
+    """A discovered model by title or model name; never an arbitrary path on disk."""
+    for ref in engine.models():
+        if name in (ref.title, ref.model_name):
+            return ref
+    if engine.model is not None and name in (engine.model.title, engine.model.model_name):
+        return engine.model
+    return None
+
+
+def checkpoint_loader(ctx: Context, ckpt_name: str) -> tuple:
+    ref = find_checkpoint(ctx.engine, ckpt_name)
+    if ref is None:
+        available = ", ".join(r.title for r in ctx.engine.models()) or "none"
+        raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found; available: {available}")
+    ctx.engine._load(ref)  # worker thread: the whole prompt runs on it
+    pipes = engine_pipes(ctx.engine)
+    txt = pipes["txt2img"]
+    model = Model(pipes=pipes, title=ref.title, scheduler_config=dict(txt.scheduler.config))
+    return model, Clip(pipe=txt), Vae(vae=txt.vae, scale_factor=int(txt.vae_scale_factor))
+
+
+def clip_set_last_layer(ctx: Context, clip: Clip, stop_at_clip_layer: int) -> tuple:
+    skip = -stop_at_clip_layer - 1
+    return (Clip(pipe=clip.pipe, clip_skip=skip or None),)
+
+
+def clip_text_encode(ctx: Context, text: str, clip: Clip) -> tuple:
+    torch = _torch()
+    pipe = clip.pipe
+    with torch.inference_mode():
+        embeds, _ = pipe.encode_prompt(text, pipe.text_encoder.device, 1, False, clip_skip=clip.clip_skip)
+    return (Conditioning(embeds=embeds.float().cpu()),)
+
+
+def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -> tuple:
+    torch = _torch()
+    return ({"samples": torch.zeros((batch_size, 4, height // 8, width // 8), dtype=torch.float32)},)
+
+
+def _batched(cond: Conditioning, batch: int, device: Any, dtype: Any) -> Any:
+    e = cond.embeds
+    if e.shape[0] != batch:
+        e = e[:1].repeat(batch, 1, 1)
+    return e.to(device=device, dtype=dtype)
+
+
+def ksampler(
+    ctx: Context,
+    model: Model,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: Conditioning,
+    negative: Conditioning,
+    latent_image: dict[str, Any],
+    denoise: float,
+) -> tuple:
+    torch = _torch()
+    samples = latent_image["samples"]
+    if denoise <= 0.0:
+        return ({**latent_image, "samples": samples.clone()},)
+    pipe = model.pipes["img2img"]
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    batch = samples.shape[0]
+    pos = _batched(positive, batch, device, dtype)
+    neg = _batched(negative, batch, device, dtype)
+    if neg.shape[1] != pos.shape[1]:  # different token lengths: pad the shorter with its last token
+        n = max(pos.shape[1], neg.shape[1])
+        pos, neg = (torch.cat([t, t[:, -1:].repeat(1, n - t.shape[1], 1)], 1) for t in (pos, neg))
+    pipe.scheduler = make_scheduler(sampler_name, scheduler, model.scheduler_config)
+    generator = torch.Generator("cpu").manual_seed(seed)
+
+    def on_step(p: Any, i: int, _t: Any, kwargs: dict) -> dict:
+        ctx.check_interrupt()
+        ctx.on_progress(i + 1, int(getattr(p, "num_timesteps", steps) or steps))
+        return kwargs
+
+    ctx.check_interrupt()
+    ctx.on_progress(0, steps)
+    with torch.inference_mode():
+        out = pipe(
+            prompt_embeds=pos,
+            negative_prompt_embeds=neg,
+            image=samples.to(device=device, dtype=dtype),
+            strength=min(1.0, denoise),
+            num_inference_steps=steps_for_denoise(steps, denoise),
+            guidance_scale=cfg,
+            generator=generator,
+            output_type="latent",
+            callback_on_step_end=on_step,
+        )
+    return ({**latent_image, "samples": out.images.float().cpu()},)
+
+
+def vae_decode(ctx: Context, samples: dict[str, Any], vae: Vae) -> tuple:
+    torch = _torch()
+    model = vae.vae
+    cfg = model.config
+    out = []
+    with torch.inference_mode():
+        for lat in samples["samples"].split(1):
+            ctx.check_interrupt()
+            z = lat.to(device=model.device, dtype=model.dtype) / cfg.scaling_factor
+            if getattr(cfg, "shift_factor", None):
+                z = z + cfg.shift_factor
+            img = model.decode(z).sample
+            out.append((img.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    return (torch.cat(out),)
+
+
+def vae_encode(ctx: Context, pixels: Any, vae: Vae) -> tuple:
+    torch = _torch()
+    model = vae.vae
+    cfg = model.config
+    f = vae.scale_factor
+    h, w = (pixels.shape[1] // f) * f, (pixels.shape[2] // f) * f
+    if h == 0 or w == 0:
+        raise NodeExecutionError(f"image {pixels.shape[2]}x{pixels.shape[1]} is smaller than {f}x{f}")
+    y0, x0 = (pixels.shape[1] % f) // 2, (pixels.shape[2] % f) // 2
+    px = pixels[:, y0 : y0 + h, x0 : x0 + w, :3]
+    out = []
+    with torch.inference_mode():
+        for frame in px.split(1):
+            x = frame.permute(0, 3, 1, 2).to(device=model.device, dtype=model.dtype) * 2.0 - 1.0
+            z = model.encode(x).latent_dist.mode()
+            if getattr(cfg, "shift_factor", None):
+                z = z - cfg.shift_factor
+            out.append((z * cfg.scaling_factor).float().cpu())
+    return ({"samples": torch.cat(out)},)
+
+
+def load_image(ctx: Context, image: str) -> tuple:
+    data = ctx.files.load_input(image)
+    if data is None:
+        raise NodeExecutionError(f"image {image!r} was not uploaded (POST /upload/image) and is not base64")
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
+        raise NodeExecutionError(f"image {image[:64]!r} is not a decodable image ({type(exc).__name__})") from None
+    return pil_to_image(img)
+
+
+def latent_upscale(ctx: Context, samples: dict[str, Any], upscale_method: str, width: int, height: int, crop: str):
+    s = samples["samples"]
+    w, h = _target_size(width, height, s.shape[3] * 8, s.shape[2] * 8)
+    method = "bilinear" if upscale_method == "bislerp" else upscale_method
+    return ({**samples, "samples": _resize(s, max(1, w // 8), max(1, h // 8), method, crop)},)
+
+
+def latent_upscale_by(ctx: Context, samples: dict[str, Any], upscale_method: str, scale_by: float):
+    s = samples["samples"]
+    w, h = max(1, round(s.shape[3] * scale_by)), max(1, round(s.shape[2] * scale_by))
+    method = "bilinear" if upscale_method == "bislerp" else upscale_method
+    return ({**samples, "samples": _resize(s, w, h, method, "disabled")},)
+
+
+def image_scale(ctx: Context, image: Any, upscale_method: str, width: int, height: int, crop: str):
+    w, h = _target_size(width, height, image.shape[2], image.shape[1])
+    out = _resize(image.permute(0, 3, 1, 2), w, h, upscale_method, crop)
+    return (out.permute(0, 2, 3, 1).clamp(0, 1),)
+
+
+def image_scale_by(ctx: Context, image: Any, upscale_method: str, scale_by: float):
+    w, h = max(1, round(image.shape[2] * scale_by)), max(1, round(image.shape[1] * scale_by))
+    out = _resize(image.permute(0, 3, 1, 2), w, h, upscale_method, "disabled")
+    return (out.permute(0, 2, 3, 1).clamp(0, 1),)
+
+
+def _save(ctx: Context, images: Any, prefix: str, kind: str) -> dict[str, Any]:
+    subfolder, _, base = prefix.replace("\\", "/").strip("/").rpartition("/")
+    base = base or "ComfyUI"
+    results = []
+    for img in image_to_pil(images):
+        filename = ctx.files.next_name(kind, subfolder, base)
+        ctx.files.put(kind, subfolder, filename, png_bytes(img, ctx.prompt))
+        results.append({"filename": filename, "subfolder": subfolder, "type": kind})
+    return {"images": results}
+
+
+def save_image(ctx: Context, images: Any, filename_prefix: str) -> tuple:
+    return ({"ui": _save(ctx, images, filename_prefix, "output")},)
+
+
+def preview_image(ctx: Context, images: Any) -> tuple:
+    return ({"ui": _save(ctx, images, "ComfyUI_temp_" + secrets.token_hex(3), "temp")},)
+
+
+def input_image_choices(state: Any) -> list[str]:
+    return state.files.input_names()
+
+
+# ---- the registry ------------------------------------------------------------------
+
+_INT_RES = ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8})
+_INT_RES0 = ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1})
+
+NODES: dict[str, NodeDef] = {
+    n.name: n
+    for n in [
+        NodeDef(
+            "CheckpointLoaderSimple",
+            "Load Checkpoint",
+            "loaders",
+            {"ckpt_name": (checkpoint_choices, {"tooltip": "The name of the checkpoint (model) to load."})},
+            ("MODEL", "CLIP", "VAE"),
+            checkpoint_loader,
+            description="Loads a diffusion model checkpoint.",
+        ),
+        NodeDef(
+            "CLIPSetLastLayer",
+            "CLIP Set Last Layer",
+            "conditioning",
+            {"clip": ("CLIP", {}), "stop_at_clip_layer": ("INT", {"default": -1, "min": -24, "max": -1, "step": 1})},
+            ("CLIP",),
+            clip_set_last_layer,
+        ),
+        NodeDef(
+            "CLIPTextEncode",
+            "CLIP Text Encode (Prompt)",
+            "conditioning",
+            {"text": ("STRING", {"multiline": True, "dynamicPrompts": True}), "clip": ("CLIP", {})},
+            ("CONDITIONING",),
+            clip_text_encode,
+            description="Encodes a text prompt with a CLIP model.",
+        ),
+        NodeDef(
+            "EmptyLatentImage",
+            "Empty Latent Image",
+            "latent",
+            {
+                "width": _INT_RES,
+                "height": _INT_RES,
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH}),
+            },
+            ("LATENT",),
+            empty_latent_image,
+            description="Create a new batch of empty latent images to be denoised via sampling.",
+        ),
+        NodeDef(
+            "KSampler",
+            "KSampler",
+            "sampling",
+            {
+                "model": ("MODEL", {}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+                "sampler_name": (list(SAMPLERS), {}),
+                "scheduler": (list(SCHEDULERS), {}),
+                "positive": ("CONDITIONING", {}),
+                "negative": ("CONDITIONING", {}),
+                "latent_image": ("LATENT", {}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            },
+            ("LATENT",),
+            ksampler,
+            description="Uses the provided model, positive and negative conditioning to denoise the latent image.",
+        ),
+        NodeDef(
+            "VAEDecode", "VAE Decode", "latent", {"samples": ("LATENT", {}), "vae": ("VAE", {})}, ("IMAGE",), vae_decode
+        ),
+        NodeDef(
+            "VAEEncode", "VAE Encode", "latent", {"pixels": ("IMAGE", {}), "vae": ("VAE", {})}, ("LATENT",), vae_encode
+        ),
+        NodeDef(
+            "LoadImage",
+            "Load Image",
+            "image",
+            {"image": (input_image_choices, {"image_upload": True})},
+            ("IMAGE", "MASK"),
+            load_image,
+            description="An uploaded image (POST /upload/image) by name, or an inline base64 image.",
+        ),
+        NodeDef(
+            "LatentUpscale",
+            "Upscale Latent",
+            "latent",
+            {
+                "samples": ("LATENT", {}),
+                "upscale_method": (UPSCALE_METHODS_LATENT, {}),
+                "width": _INT_RES0,
+                "height": _INT_RES0,
+                "crop": (CROP_METHODS, {}),
+            },
+            ("LATENT",),
+            latent_upscale,
+        ),
+        NodeDef(
+            "LatentUpscaleBy",
+            "Upscale Latent By",
+            "latent",
+            {
+                "samples": ("LATENT", {}),
+                "upscale_method": (UPSCALE_METHODS_LATENT, {}),
+                "scale_by": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01}),
+            },
+            ("LATENT",),
+            latent_upscale_by,
+        ),
+        NodeDef(
+            "ImageScale",
+            "Upscale Image",
+            "image/upscaling",
+            {
+                "image": ("IMAGE", {}),
+                "upscale_method": (UPSCALE_METHODS_IMAGE, {}),
+                "width": _INT_RES0,
+                "height": _INT_RES0,
+                "crop": (CROP_METHODS, {}),
+            },
+            ("IMAGE",),
+            image_scale,
+        ),
+        NodeDef(
+            "ImageScaleBy",
+            "Upscale Image By",
+            "image/upscaling",
+            {
+                "image": ("IMAGE", {}),
+                "upscale_method": (UPSCALE_METHODS_IMAGE, {}),
+                "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01}),
+            },
+            ("IMAGE",),
+            image_scale_by,
+        ),
+        NodeDef(
+            "SaveImage",
+            "Save Image",
+            "image",
+            {"images": ("IMAGE", {}), "filename_prefix": ("STRING", {"default": "ComfyUI"})},
+            (),
+            save_image,
+            output_node=True,
+            description="Saves the input images (served by GET /view, listed in /history).",
+        ),
+        NodeDef(
+            "PreviewImage",
+            "Preview Image",
+            "image",
+            {"images": ("IMAGE", {})},
+            (),
+            preview_image,
+            output_node=True,
+            description="Saves the input images as temporary files.",
+        ),
+    ]
+}
+
+MAX_PIXELS_OUT = 4096 * 4096
+"""Largest image/latent (in pixels per batch item) a node may produce."""
+
+
+def pixels_ok(width: int, height: int) -> bool:
+    return width * height <= MAX_PIXELS_OUT and math.isfinite(width * height)
