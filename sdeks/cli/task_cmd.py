@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import typer
 from rich.console import Console
 
@@ -84,10 +85,11 @@ def build_request(
         content["width"] = content["height"] = size
     if init_image:
         ref = init_image if init_image.startswith(("s3://", "https://")) else _encode_image(Path(init_image))
-        if metadata.get("tasktype") in ("extra-single-image",):
+        if metadata.get("tasktype") == "extra-single-image":
             content["image"] = ref
         else:
-            metadata.setdefault("tasktype", "image-to-image")
+            if metadata.get("tasktype", "text-to-image") == "text-to-image":
+                metadata["tasktype"] = "image-to-image"  # an init image is what makes it img2img
             content["init_images"] = [ref]
     return body
 
@@ -130,6 +132,8 @@ def submit(
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
         except TimeoutError as exc:
             raise fail(str(exc)) from None
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach the API: {exc}") from None
 
 
 def status(
@@ -144,6 +148,8 @@ def status(
             print(client.status(task_id, presign=presign).model_dump_json(indent=2, exclude_none=True))
         except ApiError as exc:
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach the API: {exc}") from None
 
 
 def events(
