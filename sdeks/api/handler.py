@@ -254,7 +254,7 @@ class Api:
     # --- GET /v1alpha2/tasks/{id} -----------------------------------------------
 
     def status(self, request: Request, task_id: str) -> dict[str, Any]:
-        if not ID_RE.match(task_id):
+        if not ID_RE.fullmatch(task_id):
             raise HttpError(400, "invalid_id", "task id must match [A-Za-z0-9_-]{1,64}", {"id": task_id[:80]})
         presign_arg = request.query.get("presign", "").strip().lower()
         if presign_arg not in TRUE_VALUES + FALSE_VALUES:
