@@ -291,7 +291,10 @@ def validate(prompt: Any, state: Any) -> Plan:
         for nid, errs in errors.items()
     }
     if not good:
-        raise PromptError(_err("prompt_outputs_failed_validation", "Prompt outputs failed validation", ""), node_errors)
+        raise PromptError(
+            _err("prompt_outputs_failed_validation", "Prompt outputs failed validation", _summary(node_errors)),
+            node_errors,
+        )
     order: list[str] = []
     seen: set[str] = set()
 
@@ -307,6 +310,16 @@ def validate(prompt: Any, state: Any) -> Plan:
     for out in good:
         visit(out)
     return Plan(prompt=prompt, outputs=good, order=order, inputs=converted, node_errors=node_errors)
+
+
+def _summary(node_errors: dict[str, Any]) -> str:
+    """One line naming each failing node and its first error: clients that only read ``error`` see the cause."""
+    parts = []
+    for nid, entry in node_errors.items():
+        first = entry["errors"][0]
+        detail = first["details"] if len(first["details"]) <= 80 else first["details"][:80] + "…"
+        parts.append(f"#{nid} {entry['class_type']}: {first['message']}" + (f" ({detail})" if detail else ""))
+    return "; ".join(parts)
 
 
 def _ancestors(nid: str, prompt: dict[str, Any]) -> set[str]:

@@ -227,6 +227,7 @@ def test_invalid_inputs_give_node_errors(client, mutate, node, kind, needle):
     assert errors[0]["type"] == kind
     assert needle in errors[0]["message"] + errors[0]["details"]
     assert body["node_errors"][node]["dependent_outputs"] == ["9"]
+    assert f"#{node} " in body["error"]["details"]  # the summary names the node for clients reading only "error"
 
 
 def test_prompt_without_outputs_or_body(client):
