@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import io
 import json
-import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +71,18 @@ _SCHED_RESET = (
 UPSCALE_METHODS_LATENT = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
 UPSCALE_METHODS_IMAGE = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROP_METHODS = ["disabled", "center"]
+
+
+MAX_PIXELS_OUT = 4096 * 4096
+"""Largest image (pixels per batch item) a node may produce: beyond it one request could exhaust memory."""
+
+
+def check_size(width: int, height: int, batch: int = 1) -> None:
+    if width * height > MAX_PIXELS_OUT or width * height * batch > MAX_PIXELS_OUT * 4:
+        raise NodeExecutionError(
+            f"{batch}x{width}x{height} exceeds this runtime's limit of {MAX_PIXELS_OUT} pixels per image "
+            f"({MAX_PIXELS_OUT * 4} per batch)"
+        )
 
 
 class Interrupted(Exception):  # noqa: N818 (ComfyUI's name for it)
@@ -340,6 +351,7 @@ def clip_text_encode(ctx: Context, text: str, clip: Clip) -> tuple:
 
 def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -> tuple:
     torch = _torch()
+    check_size(width, height, batch_size)
     return ({"samples": torch.zeros((batch_size, 4, height // 8, width // 8), dtype=torch.float32)},)
 
 
@@ -452,6 +464,7 @@ def load_image(ctx: Context, image: str) -> tuple:
 def latent_upscale(ctx: Context, samples: dict[str, Any], upscale_method: str, width: int, height: int, crop: str):
     s = samples["samples"]
     w, h = _target_size(width, height, s.shape[3] * 8, s.shape[2] * 8)
+    check_size(w, h, s.shape[0])
     method = "bilinear" if upscale_method == "bislerp" else upscale_method
     return ({**samples, "samples": _resize(s, max(1, w // 8), max(1, h // 8), method, crop)},)
 
@@ -459,18 +472,21 @@ def latent_upscale(ctx: Context, samples: dict[str, Any], upscale_method: str, w
 def latent_upscale_by(ctx: Context, samples: dict[str, Any], upscale_method: str, scale_by: float):
     s = samples["samples"]
     w, h = max(1, round(s.shape[3] * scale_by)), max(1, round(s.shape[2] * scale_by))
+    check_size(w * 8, h * 8, s.shape[0])
     method = "bilinear" if upscale_method == "bislerp" else upscale_method
     return ({**samples, "samples": _resize(s, w, h, method, "disabled")},)
 
 
 def image_scale(ctx: Context, image: Any, upscale_method: str, width: int, height: int, crop: str):
     w, h = _target_size(width, height, image.shape[2], image.shape[1])
+    check_size(w, h, image.shape[0])
     out = _resize(image.permute(0, 3, 1, 2), w, h, upscale_method, crop)
     return (out.permute(0, 2, 3, 1).clamp(0, 1),)
 
 
 def image_scale_by(ctx: Context, image: Any, upscale_method: str, scale_by: float):
     w, h = max(1, round(image.shape[2] * scale_by)), max(1, round(image.shape[1] * scale_by))
+    check_size(w, h, image.shape[0])
     out = _resize(image.permute(0, 3, 1, 2), w, h, upscale_method, "disabled")
     return (out.permute(0, 2, 3, 1).clamp(0, 1),)
 
@@ -654,10 +670,3 @@ NODES: dict[str, NodeDef] = {
         ),
     ]
 }
-
-MAX_PIXELS_OUT = 4096 * 4096
-"""Largest image/latent (in pixels per batch item) a node may produce."""
-
-
-def pixels_ok(width: int, height: int) -> bool:
-    return width * height <= MAX_PIXELS_OUT and math.isfinite(width * height)

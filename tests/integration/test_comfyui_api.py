@@ -367,3 +367,21 @@ def test_queue_agent_comfyui_adapter_against_the_server(sd_runtime_url):
             adapter.run(job)
     finally:
         adapter.close()
+
+
+def test_oversized_latent_is_an_execution_error_not_a_crash(client):
+    wf = default_workflow()
+    wf["5"]["inputs"].update(width=8192, height=8192)
+    resp = client.post("/prompt", json={"prompt": wf})
+    pid = resp.json()["prompt_id"]
+    for _ in range(600):
+        entry = client.get(f"/history/{pid}").json().get(pid)
+        if entry:
+            break
+        time.sleep(0.05)
+    assert entry["status"]["status_str"] == "error"
+    event, data = entry["status"]["messages"][-1]
+    assert event == "execution_error"
+    assert (data["node_id"], data["node_type"]) == ("5", "EmptyLatentImage")
+    assert "exceeds" in data["exception_message"]
+    assert client.get("/system_stats").status_code == 200
