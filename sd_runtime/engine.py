@@ -119,7 +119,7 @@ class Engine:
     def resolve(self, spec: str) -> ModelRef:
         return resolve(spec, self.models_dir, self.models())
 
-    def _load(self, ref: ModelRef) -> ModelRef:
+    def load_on_worker(self, ref: ModelRef) -> ModelRef:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""
         import torch
         from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
@@ -160,11 +160,23 @@ class Engine:
     async def load(self, spec: str | ModelRef) -> ModelRef:
         """Resolve and load a model on the worker thread (queued behind running jobs)."""
         ref = spec if isinstance(spec, ModelRef) else self.resolve(spec)
-        return await self.submit(self._load, ref)
+        return await self.submit(self.load_on_worker, ref)
 
     # ---- execution ------------------------------------------------------
     async def submit(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    @property
+    def pipes(self) -> dict[str, Any]:
+        """The loaded model's pipelines by mode (txt2img, img2img, inpaint); they share components."""
+        return dict(self._pipes)
+
+    def interrupt_requested(self) -> bool:
+        return self._interrupt.is_set()
+
+    def clear_interrupt(self) -> None:
+        """A new job starts: an interrupt aimed at an earlier one must not stop it."""
+        self._interrupt.clear()
 
     def interrupt(self) -> None:
         self._interrupt.set()

@@ -257,9 +257,7 @@ class ComfyState:
                 messages.append([event, data])
             hub.send(event, data, sid)
 
-        interrupt = getattr(self.engine, "_interrupt", None)
-        if interrupt is not None:
-            interrupt.clear()  # an interrupt aimed at an earlier job must not stop this one
+        self.engine.clear_interrupt()
         send("execution_start", {"prompt_id": pid, "timestamp": _now_ms()}, record=True)
         send("execution_cached", {"nodes": [], "prompt_id": pid, "timestamp": _now_ms()}, record=True)
         ctx = Context(
@@ -267,7 +265,7 @@ class ComfyState:
             files=self.files,
             prompt=item.prompt,
             prompt_id=pid,
-            interrupted=(lambda: interrupt.is_set()) if interrupt is not None else (lambda: False),
+            interrupted=self.engine.interrupt_requested,
         )
         ctx.on_progress = lambda value, total: send(
             "progress", {"value": value, "max": total, "prompt_id": pid, "node": ctx.node_id}
@@ -316,8 +314,7 @@ class ComfyState:
                     record=True,
                 )
         finally:
-            if interrupt is not None:
-                interrupt.clear()
+            self.engine.clear_interrupt()
         entry = {
             "prompt": item.as_list(),
             "outputs": outputs,

@@ -200,10 +200,10 @@ def _torch():
 
 def engine_pipes(engine: Any) -> dict[str, Any]:
     """The loaded model's pipelines (txt2img / img2img / inpaint share one set of components)."""
-    pipes = getattr(engine, "_pipes", None)
+    pipes = engine.pipes
     if not pipes:
         raise NodeExecutionError("no model is loaded")
-    return dict(pipes)
+    return pipes
 
 
 def make_scheduler(sampler_name: str, scheduler: str, base_config: dict[str, Any]) -> Any:
@@ -329,7 +329,7 @@ def checkpoint_loader(ctx: Context, ckpt_name: str) -> tuple:
     if ref is None:
         available = ", ".join(r.title for r in ctx.engine.models()) or "none"
         raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found; available: {available}")
-    ctx.engine._load(ref)  # worker thread: the whole prompt runs on it
+    ctx.engine.load_on_worker(ref)  # worker thread: the whole prompt runs on it
     pipes = engine_pipes(ctx.engine)
     txt = pipes["txt2img"]
     model = Model(pipes=pipes, title=ref.title, scheduler_config=dict(txt.scheduler.config))
