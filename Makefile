@@ -26,11 +26,12 @@ $(STAMPS)/package: pyproject.toml $(STAMPS)/base | $(PY)
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 
-install: $(STAMPS)/package $(STAMPS)/base $(STAMPS)/agent $(STAMPS)/runtime
+install: $(STAMPS)/package $(STAMPS)/base $(STAMPS)/agent $(STAMPS)/runtime $(STAMPS)/local
 install-cdk: install $(STAMPS)/cdk
 install-dev: install install-cdk $(STAMPS)/dev
 
 test: install-dev
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lint: install-dev
