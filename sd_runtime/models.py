@@ -143,7 +143,7 @@ def _tokenizer_for(config_dir: Path, checkpoint: Path):
             return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
     raise ModelError(
         "tokenizer_missing",
-        f"no CLIP tokenizer for {checkpoint.name}: the repo does not ship the 49k-token CLIP vocabulary; "
+        f"no CLIP tokenizer for {checkpoint.name} in {config_dir.name}'s config; "
         f"put vocab.json and merges.txt into {checkpoint.parent / 'tokenizer'}",
     )
 

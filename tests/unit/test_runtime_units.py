@@ -127,3 +127,14 @@ def test_model_discovery_and_resolution(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as err:
         resolve("ignored.ckpt", tmp_path, refs)
     assert err.value.details == {"available": ["mydiff", "v1-5.safetensors"]}
+
+
+def test_shipped_sd15_tokenizer_tokenizes_as_clip(tmp_path: Path) -> None:
+    """Single-file SD 1.x checkpoints load with the shipped CLIP vocabulary (no hub access)."""
+    from sd_runtime.models import _tokenizer_for
+
+    tokenizer = _tokenizer_for(CONFIGS_DIR / "sd15", tmp_path / "v1-5-pruned-emaonly.safetensors")
+    assert len(tokenizer) == 49408
+    # Reference ids of CLIP ViT-L/14 for this prompt (start, a, photo, of, a, cat, end).
+    assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tokenizer.model_max_length == 77
