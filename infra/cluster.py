@@ -214,17 +214,12 @@ class Cluster(Construct):
         karpenter_policy = self._karpenter_policy(stack)
         karpenter_policy.attach_to_role(self.karpenter_role)
         self._associate("KarpenterIdentity", KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, self.karpenter_role)
-        self.karpenter = eks.HelmChart(
-            self,
+        self.karpenter = self._system_chart(
             "Karpenter",
-            cluster=self.cluster,
             chart="karpenter",
             repository=KARPENTER_CHART,
             version=KARPENTER_VERSION,
-            release="karpenter",
             namespace=KARPENTER_NAMESPACE,
-            wait=True,
-            timeout=Duration.minutes(10),
             values={
                 "serviceAccount": {"name": KARPENTER_SERVICE_ACCOUNT},
                 "settings": {
@@ -233,11 +228,8 @@ class Cluster(Construct):
                     "interruptionQueue": self.interruption_queue.queue_name,
                 },
                 "controller": {"resources": {"requests": {"cpu": "250m", "memory": "512Mi"}}},
-                # Keep the controller off the nodes it manages.
-                "nodeSelector": {"sdeks.io/pool": "system"},
             },
         )
-        self.karpenter.node.add_dependency(self.pod_identity_agent, self.system_nodes)
 
         # --- KEDA -----------------------------------------------------------------------------
         self.keda_role = pod_identity_role(self, "KedaOperatorRole", f"{self.cluster_name}: KEDA reads queue depth")
@@ -249,24 +241,14 @@ class Cluster(Construct):
             )
         )
         self._associate("KedaIdentity", KEDA_NAMESPACE, KEDA_SERVICE_ACCOUNT, self.keda_role)
-        self.keda = eks.HelmChart(
-            self,
+        self.keda = self._system_chart(
             "Keda",
-            cluster=self.cluster,
             chart="keda",
             repository=KEDA_REPOSITORY,
             version=KEDA_VERSION,
-            release="keda",
             namespace=KEDA_NAMESPACE,
-            create_namespace=True,
-            wait=True,
-            timeout=Duration.minutes(10),
-            values={
-                "serviceAccount": {"operator": {"name": KEDA_SERVICE_ACCOUNT}},
-                "nodeSelector": {"sdeks.io/pool": "system"},
-            },
+            values={"serviceAccount": {"operator": {"name": KEDA_SERVICE_ACCOUNT}}},
         )
-        self.keda.node.add_dependency(self.pod_identity_agent, self.system_nodes)
 
         # --- Mountpoint for S3 (model volumes) ------------------------------------------------
         self.s3_csi_role = pod_identity_role(self, "S3CsiRole", f"{self.cluster_name}: Mountpoint reads models")
@@ -349,6 +331,22 @@ class Cluster(Construct):
             "KubeconfigCommand",
             value=f"aws eks update-kubeconfig --name {self.cluster.cluster_name} --region {stack.region}",
         )
+
+    def _system_chart(self, cid: str, *, namespace: str, values: dict, **chart: str) -> eks.HelmChart:
+        """A cluster add-on chart: on the system nodes (never the GPU nodes it may manage), after Pod Identity."""
+        release = eks.HelmChart(
+            self,
+            cid,
+            cluster=self.cluster,
+            release=chart["chart"],
+            namespace=namespace,
+            wait=True,
+            timeout=Duration.minutes(10),
+            values={**values, "nodeSelector": {"sdeks.io/pool": "system"}},
+            **chart,
+        )
+        release.node.add_dependency(self.pod_identity_agent, self.system_nodes)
+        return release
 
     def _associate(self, cid: str, namespace: str, service_account: str, role: iam.IRole) -> None:
         association = eks.CfnPodIdentityAssociation(
