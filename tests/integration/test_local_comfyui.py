@@ -13,10 +13,8 @@ import boto3
 import pytest
 from PIL import Image
 
-from sdeks.local.state import read_state
-from tests.fixtures.aws import free_port
+from tests.fixtures.local import local_stack, sdeks
 from tests.integration.test_comfyui_api import default_workflow, img2img_workflow
-from tests.integration.test_local_mode import sdeks
 
 pytestmark = pytest.mark.slow
 
@@ -30,27 +28,8 @@ runtimes:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("local-comfy")
-    (root / "sdeks.yaml").write_text(CONFIG)
-    sdeks(
-        root,
-        "local",
-        "up",
-        "--detach",
-        "--config",
-        "sdeks.yaml",
-        "--api-port",
-        str(free_port()),
-        "--aws-port",
-        str(free_port()),
-        "--model",
-        str(Path(tiny_model_dir) / "tiny-sd"),
-        check=True,
-    )
-    state = read_state(root / ".sdeks" / "local.json")
-    assert state is not None
-    yield root, state
-    sdeks(root, "local", "down")
+    with local_stack(tmp_path_factory.mktemp("local-comfy"), CONFIG, Path(tiny_model_dir)) as running:
+        yield running
 
 
 def submit(root: Path, tmp_path: Path, task_id: str, workflow: dict, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,8 +20,9 @@ import boto3
 import pytest
 from PIL import Image
 
-from sdeks.local.state import LocalState, read_state
+from sdeks.local.state import LocalState
 from tests.fixtures.aws import free_port
+from tests.fixtures.local import local_stack, sdeks
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +35,6 @@ runtimes:
   - name: second
     type: sdwebui
 """
-
-
-def sdeks(cwd: Path, *args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "sdeks", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"sdeks {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def children_of(pid: int) -> list[int]:
@@ -77,28 +64,8 @@ def agent_pid(state: LocalState, runtime: str) -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, tiny_model_dir):
-    root = tmp_path_factory.mktemp("local")
-    (root / "sdeks.yaml").write_text(CONFIG)
-    api_port, aws_port = free_port(), free_port()
-    sdeks(
-        root,
-        "local",
-        "up",
-        "--detach",
-        "--config",
-        "sdeks.yaml",
-        "--api-port",
-        str(api_port),
-        "--aws-port",
-        str(aws_port),
-        "--model",
-        str(Path(tiny_model_dir) / "tiny-sd"),
-        check=True,
-    )
-    state = read_state(root / ".sdeks" / "local.json")
-    assert state is not None
-    yield root, state
-    sdeks(root, "local", "down")
+    with local_stack(tmp_path_factory.mktemp("local"), CONFIG, Path(tiny_model_dir)) as running:
+        yield running
 
 
 def s3(state: LocalState):
