@@ -23,7 +23,7 @@ from pathlib import Path
 
 from queue_agent.settings import env_for as agent_env
 from sdeks.config import Config
-from sdeks.local.provision import LocalResources, provision
+from sdeks.local.provision import provision
 from sdeks.local.state import LocalState, RuntimeEndpoints, pid_alive, write_state
 from sdeks.local.supervisor import Child, ChildFailedError, Supervisor, child_env
 
@@ -103,7 +103,6 @@ class LocalStack:
         self.options = options
         self.supervisor = Supervisor()
         self.api_key = secrets.token_urlsafe(24)
-        self.resources: LocalResources | None = None
 
     def _child(self, name: str, argv: list[str], env: dict[str, str], health_url: str | None, **kw) -> Child:
         return self.supervisor.add(
@@ -128,7 +127,7 @@ class LocalStack:
         moto.wait_healthy(60, lambda: self.supervisor.stopping)
 
         progress("provisioning topics, queues, DLQs, table and bucket")
-        self.resources = res = provision(self.config, aws_url, REGION)
+        res = provision(self.config, aws_url, REGION)
         aws_env = {**LOCAL_AWS_ENV, "AWS_ENDPOINT_URL": aws_url}
 
         progress("starting the API")

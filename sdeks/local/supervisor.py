@@ -33,7 +33,6 @@ class Child:
     stop_timeout_s: float = 15.0
     proc: subprocess.Popen | None = None
     restarts: int = 0
-    started_at: float = field(default=0.0)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +45,6 @@ class Child:
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
             )
-        self.started_at = time.monotonic()
 
     @property
     def alive(self) -> bool:
