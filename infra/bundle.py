@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +80,26 @@ def _platform_args() -> list[str]:
     ]
 
 
+@contextmanager
+def _atomic_dir(target: Path, prefix: str) -> Iterator[Path]:
+    """Fill a temp dir beside ``target``, then rename it into place.
+
+    A crashed build never leaves a half-filled ``target``, and of two concurrent builds
+    (parallel synths) the second simply finds the first one's result.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+    try:
+        yield tmp
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def dependencies_dir(cache: Path, pins: list[str]) -> Path:
     """site-packages for the pins, installed from the wheel cache (downloaded on a miss)."""
     key = hashlib.sha256("\n".join([LAMBDA_PLATFORM, LAMBDA_PYTHON, *pins]).encode()).hexdigest()[:16]
@@ -86,9 +108,7 @@ def dependencies_dir(cache: Path, pins: list[str]) -> Path:
         return target
     wheels = cache / "lambda-wheels"
     wheels.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=target.parent))
-    try:
+    with _atomic_dir(target, prefix=f"{key}.") as tmp:
         install = ["install", "--quiet", "--no-compile", "--target", str(tmp), *_platform_args()]
         try:
             _pip([*install, "--no-index", "--find-links", str(wheels), *pins])
@@ -97,15 +117,7 @@ def dependencies_dir(cache: Path, pins: list[str]) -> Path:
             _pip([*install, "--no-index", "--find-links", str(wheels), *pins])
         for junk in tmp.glob("*.dist-info/RECORD"):
             junk.unlink()  # holds paths of the temp dir: would make the asset hash differ per build
-        for bin_dir in [tmp / "bin"]:
-            shutil.rmtree(bin_dir, ignore_errors=True)
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp / "bin", ignore_errors=True)
     return target
 
 
@@ -125,20 +137,11 @@ def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
     out = cache / "lambda-api" / digest.hexdigest()[:20]
     if out.is_dir():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="build.", dir=out.parent))
-    try:
+    with _atomic_dir(out, prefix="build.") as tmp:
         shutil.copytree(deps, tmp, dirs_exist_ok=True)
         for f, rel in sources:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, tmp / rel)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if not out.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     _prune(out.parent, keep=KEEP_BUNDLES)
     return out
 

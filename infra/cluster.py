@@ -57,6 +57,17 @@ def pod_identity_role(scope: Construct, cid: str, description: str) -> iam.Role:
     return role
 
 
+KARPENTER_LAUNCHED_KINDS = (
+    "fleet",
+    "instance",
+    "volume",
+    "network-interface",
+    "launch-template",
+    "spot-instances-request",
+)
+"""EC2 resources Karpenter creates and tags (upstream controller policy)."""
+
+
 class Cluster(Construct):
     def __init__(
         self,
@@ -389,18 +400,7 @@ class Cluster(Construct):
             iam.PolicyStatement(
                 sid="AllowScopedEC2InstanceActionsWithTags",
                 actions=["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                resources=[
-                    f"{ec2_arn}:*:{kind}/*"
-                    for kind in (
-                        "fleet",
-                        "instance",
-                        "volume",
-                        "network-interface",
-                        "launch-template",
-                        "spot-instances-request",
-                        "capacity-reservation",
-                    )
-                ],
+                resources=[f"{ec2_arn}:*:{kind}/*" for kind in (*KARPENTER_LAUNCHED_KINDS, "capacity-reservation")],
                 conditions={
                     "StringEquals": owned,
                     "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
@@ -409,17 +409,7 @@ class Cluster(Construct):
             iam.PolicyStatement(
                 sid="AllowScopedResourceCreationTagging",
                 actions=["ec2:CreateTags"],
-                resources=[
-                    f"{ec2_arn}:*:{kind}/*"
-                    for kind in (
-                        "fleet",
-                        "instance",
-                        "volume",
-                        "network-interface",
-                        "launch-template",
-                        "spot-instances-request",
-                    )
-                ],
+                resources=[f"{ec2_arn}:*:{kind}/*" for kind in KARPENTER_LAUNCHED_KINDS],
                 conditions={
                     "StringEquals": {
                         **owned,

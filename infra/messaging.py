@@ -40,25 +40,13 @@ class Messaging(Construct):
         self.runtime_queues: dict[str, RuntimeQueue] = {}
         for rq in layout.runtimes:
             name = rq.runtime.name
-            dlq = sqs.Queue(
-                self,
-                f"{name}Dlq",
-                queue_name=rq.dlq_name,
-                encryption=sqs.QueueEncryption.SQS_MANAGED,
-                enforce_ssl=True,
-                retention_period=Duration.seconds(rq.dlq_retention_s),
-                removal_policy=RemovalPolicy.DESTROY,
-            )
-            queue = sqs.Queue(
-                self,
+            dlq = self._queue(f"{name}Dlq", rq.dlq_name, retention_period=Duration.seconds(rq.dlq_retention_s))
+            queue = self._queue(
                 f"{name}Queue",
-                queue_name=rq.queue_name,
-                encryption=sqs.QueueEncryption.SQS_MANAGED,
-                enforce_ssl=True,
+                rq.queue_name,
                 visibility_timeout=Duration.seconds(rq.visibility_timeout_s),
                 receive_message_wait_time=Duration.seconds(20),
                 dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=rq.max_receive_count),
-                removal_policy=RemovalPolicy.DESTROY,
             )
             # Adds the queue policy statement: sns:SendMessage from this topic only (aws:SourceArn).
             self.tasks_topic.add_subscription(
@@ -72,6 +60,18 @@ class Messaging(Construct):
                 )
             )
             self.runtime_queues[name] = RuntimeQueue(self, name, queue=queue, dlq=dlq)
+
+    def _queue(self, cid: str, queue_name: str, **props: object) -> sqs.Queue:
+        """Every sdeks queue: SQS-managed encryption, TLS only, removed with the stack."""
+        return sqs.Queue(
+            self,
+            cid,
+            queue_name=queue_name,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            removal_policy=RemovalPolicy.DESTROY,
+            **props,
+        )
 
     def grant_consume(self, runtime_name: str, grantee: iam.IGrantable) -> None:
         """What a runtime's queue agent needs on its own queue, and nothing else."""
