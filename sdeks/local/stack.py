@@ -24,7 +24,7 @@ from pathlib import Path
 from queue_agent.settings import env_for as agent_env
 from sdeks.config import Config
 from sdeks.local.provision import provision
-from sdeks.local.state import LocalState, RuntimeEndpoints, pid_alive, write_state
+from sdeks.local.state import STATE_DIR, LocalState, RuntimeEndpoints, pid_alive, state_path, write_state
 from sdeks.local.supervisor import Child, ChildFailedError, Supervisor, child_env
 
 log = logging.getLogger("sdeks.local")
@@ -55,7 +55,7 @@ class LocalOptions:
 
     @property
     def state_dir(self) -> Path:
-        return self.root / ".sdeks"
+        return self.root / STATE_DIR
 
     @property
     def log_dir(self) -> Path:
@@ -150,6 +150,7 @@ class LocalStack:
         models_dir = opts.state_dir / "models"
         runtimes: dict[str, RuntimeEndpoints] = {}
         agents: list[Child] = []
+        servers: list[Child] = [api]  # what agents need healthy before they start
         for runtime in self.config.runtimes:
             model = model_for(runtime.model.local_path, opts.model, models_dir)
             rt_port, agent_port = free_port(), free_port()
@@ -206,9 +207,10 @@ class LocalStack:
                 dlq_url=queue.dlq_url,
             )
             rt.start()
+            servers.append(rt)
 
         progress("waiting for the API and runtimes to load their models")
-        self._wait_all([c for c in self.supervisor.children if c.name.startswith(("api", "runtime-"))])
+        self._wait_all(servers)
         progress("starting queue agents")
         for agent in agents:
             agent.start()
@@ -228,7 +230,7 @@ class LocalStack:
             supervisor_pid=os.getpid(),
             log_dir=str(opts.log_dir),
         )
-        write_state(state, opts.state_dir / "local.json")
+        write_state(state, state_path(opts.root))
         return state
 
     def _wait_all(self, children: list[Child]) -> None:
@@ -245,8 +247,7 @@ class LocalStack:
 
     def stop(self) -> None:
         self.supervisor.stop_all()
-        state_file = self.options.state_dir / "local.json"
-        state_file.unlink(missing_ok=True)
+        state_path(self.options.root).unlink(missing_ok=True)
 
 
 def wait_for_exit(pid: int, timeout_s: float) -> bool:
