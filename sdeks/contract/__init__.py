@@ -4,10 +4,14 @@ Request, tasks-topic message, status, completion event and error body; S3 key
 layout; validation error formatting; JSON Schema export.
 """
 
+from sdeks.contract.codes import ErrorCode, routing_error
 from sdeks.contract.content import (
     CONTENT_MODELS,
     MAX_IMAGES_PER_TASK,
+    MAX_SEED,
+    RUNTIME_TYPES,
     SAMPLERS,
+    TASK_TYPES,
     TASKTYPES_BY_RUNTIME_TYPE,
     AlwaysOnScripts,
     BatchImage,
@@ -23,7 +27,16 @@ from sdeks.contract.content import (
 )
 from sdeks.contract.errors import describe, error_body, summarize, validation_error_body
 from sdeks.contract.images import ImageRef, ParsedImageRef, parse_image_ref
-from sdeks.contract.keys import claim_check_key, image_key, info_key, output_prefix, s3_uri
+from sdeks.contract.keys import (
+    CLAIMS_PREFIX,
+    EVENTS_PREFIX,
+    claim_check_key,
+    event_key,
+    image_key,
+    info_key,
+    output_prefix,
+    s3_uri,
+)
 from sdeks.contract.schema import SCHEMAS, json_schema
 from sdeks.contract.task import (
     API_VERSION,
@@ -46,6 +59,14 @@ from sdeks.contract.task import (
 
 __all__ = [
     "API_VERSION",
+    "CLAIMS_PREFIX",
+    "EVENTS_PREFIX",
+    "MAX_SEED",
+    "RUNTIME_TYPES",
+    "TASK_TYPES",
+    "ErrorCode",
+    "event_key",
+    "routing_error",
     "CONTENT_MODELS",
     "MAX_IMAGES_PER_TASK",
     "MAX_REQUEST_BYTES",

@@ -13,7 +13,7 @@ fields it does not implement and lists them in ``info.ignored_fields``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
@@ -164,6 +164,8 @@ class PipelineContent(RootModel[dict[str, ComfyNode]]):
 
 TaskType = Literal["text-to-image", "image-to-image", "extra-single-image", "extra-batch-images", "pipeline"]
 RuntimeType = Literal["sdwebui", "comfyui"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
+RUNTIME_TYPES: tuple[str, ...] = get_args(RuntimeType)
 
 CONTENT_MODELS: dict[str, type[BaseModel]] = {
     "text-to-image": Txt2ImgContent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from sdeks.contract.codes import ErrorCode
 from sdeks.contract.task import ErrorBody, ErrorDetail
 
 
@@ -43,4 +44,4 @@ def error_body(code: str, message: str, details: object = None) -> dict:
 
 
 def validation_error_body(exc: ValidationError) -> dict:
-    return error_body("validation_error", summarize(exc), describe(exc))
+    return error_body(ErrorCode.VALIDATION_ERROR, summarize(exc), describe(exc))

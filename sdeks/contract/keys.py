@@ -6,6 +6,11 @@ the same objects instead of leaving a second image set behind.
 
 from __future__ import annotations
 
+CLAIMS_PREFIX = "_claims/"
+"""Bucket folder of claim checks: tasks too large for SNS, stored by the API."""
+EVENTS_PREFIX = "_events/"
+"""Bucket folder of stored completion events, so a redelivered task re-announces the same event."""
+
 
 def output_prefix(prefix: str, task_id: str) -> str:
     """``<prefix>/<id>``: the folder holding every output of one task."""
@@ -26,7 +31,12 @@ def info_key(prefix: str, task_id: str) -> str:
 
 def claim_check_key(task_id: str) -> str:
     """Where the API stores a task too large for SNS."""
-    return f"_claims/{task_id}.json"
+    return f"{CLAIMS_PREFIX}{task_id}.json"
+
+
+def event_key(task_id: str) -> str:
+    """Where the agent stores a task's completion event before publishing it."""
+    return f"{EVENTS_PREFIX}{task_id}.json"
 
 
 def s3_uri(bucket: str, key: str) -> str:

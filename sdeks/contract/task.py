@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from sdeks.contract.codes import ErrorCode, routing_error
 from sdeks.contract.content import (
     CONTENT_MODELS,
     TASKTYPES_BY_RUNTIME_TYPE,
@@ -115,12 +116,16 @@ class Task(BaseModel):
             return self
         name, tasktype = self.metadata.runtime, self.metadata.tasktype
         if name not in runtimes:
-            raise ValueError(f"unknown runtime {name!r}; configured runtimes: {', '.join(sorted(runtimes))}")
+            raise routing_error(
+                ErrorCode.UNKNOWN_RUNTIME,
+                f"unknown runtime {name!r}; configured runtimes: {', '.join(sorted(runtimes))}",
+            )
         allowed = TASKTYPES_BY_RUNTIME_TYPE[runtimes[name]]
         if tasktype not in allowed:
-            raise ValueError(
+            raise routing_error(
+                ErrorCode.UNSUPPORTED_TASKTYPE,
                 f"runtime {name!r} is of type {runtimes[name]!r} and cannot serve tasktype "
-                f"{tasktype!r}; it serves: {', '.join(allowed)}"
+                f"{tasktype!r}; it serves: {', '.join(allowed)}",
             )
         return self
 

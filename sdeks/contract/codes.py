@@ -1,0 +1,38 @@
+"""Error codes: the machine-readable half of every error the system answers.
+
+Kept apart from the models so validators can raise typed errors without an import cycle.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic_core import PydanticCustomError
+
+
+class ErrorCode(StrEnum):
+    """Every ``error.code`` a client may see; clients branch on these, never on message text."""
+
+    BAD_REQUEST = "bad_request"
+    MALFORMED_BODY = "malformed_body"
+    MALFORMED_JSON = "malformed_json"
+    INVALID_JSON = "invalid_json"
+    VALIDATION_ERROR = "validation_error"
+    UNKNOWN_RUNTIME = "unknown_runtime"
+    UNSUPPORTED_TASKTYPE = "unsupported_tasktype"
+    INVALID_ID = "invalid_id"
+    INVALID_QUERY = "invalid_query"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    CONFLICT = "conflict"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    NO_MODEL = "no_model"
+    AWS_UNAVAILABLE = "aws_unavailable"
+    INTERNAL_ERROR = "internal_error"
+
+
+def routing_error(code: ErrorCode, message: str) -> PydanticCustomError:
+    """A validation error whose ``type`` is an :class:`ErrorCode`, so callers map on the type, not the text."""
+    return PydanticCustomError(code.value, message)
