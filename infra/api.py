@@ -15,12 +15,11 @@ from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.bundle import build_api_bundle
-from infra.storage import CLAIMS_PREFIX
+from sdeks.api.environment import api_environment
 from sdeks.config import Config
+from sdeks.contract import API_VERSION, CLAIMS_PREFIX, ErrorCode
 
-API_VERSION = "v1alpha2"
 STAGE_NAME = "prod"
-PRESIGN_EXPIRES_S = 3600
 LAMBDA_HANDLER = "handler.handler"
 
 # Access log line: who called what, how it went. Never the API key itself (apiKeyId is its id).
@@ -46,15 +45,15 @@ ACCESS_LOG_FIELDS = {
 }
 
 # API Gateway's own errors, in the contract's error shape {"error": {"code", "message", "details"}}.
-GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, str, str | None]] = {
-    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, "validation_error", None),
-    "InvalidApiKey": (apigw.ResponseType.INVALID_API_KEY, "forbidden", None),
-    "UnknownRoute": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, "not_found", "404"),
-    "Throttled": (apigw.ResponseType.THROTTLED, "throttled", None),
-    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, "quota_exceeded", None),
-    "TooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, "payload_too_large", None),
-    "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, "client_error", None),
-    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, "server_error", None),
+GATEWAY_ERRORS: dict[str, tuple[apigw.ResponseType, ErrorCode, str | None]] = {
+    "BadRequestBody": (apigw.ResponseType.BAD_REQUEST_BODY, ErrorCode.VALIDATION_ERROR, None),
+    "InvalidApiKey": (apigw.ResponseType.INVALID_API_KEY, ErrorCode.FORBIDDEN, None),
+    "UnknownRoute": (apigw.ResponseType.MISSING_AUTHENTICATION_TOKEN, ErrorCode.NOT_FOUND, "404"),
+    "Throttled": (apigw.ResponseType.THROTTLED, ErrorCode.THROTTLED, None),
+    "QuotaExceeded": (apigw.ResponseType.QUOTA_EXCEEDED, ErrorCode.QUOTA_EXCEEDED, None),
+    "TooLarge": (apigw.ResponseType.REQUEST_TOO_LARGE, ErrorCode.PAYLOAD_TOO_LARGE, None),
+    "Default4xx": (apigw.ResponseType.DEFAULT_4_XX, ErrorCode.CLIENT_ERROR, None),
+    "Default5xx": (apigw.ResponseType.DEFAULT_5_XX, ErrorCode.SERVER_ERROR, None),
 }
 
 SUBMIT_MODEL_SCHEMA = apigw.JsonSchema(
@@ -68,6 +67,8 @@ SUBMIT_MODEL_SCHEMA = apigw.JsonSchema(
 
 
 class Api(Construct):
+    """The front door: the API Lambda (its role, logs, environment) behind a REST API with a key and usage plan."""
+
     def __init__(
         self,
         scope: Construct,
@@ -79,51 +80,60 @@ class Api(Construct):
         output_bucket: s3.IBucket,
     ) -> None:
         super().__init__(scope, cid)
-        project = config.project
-
         self.function_log_group = logs.LogGroup(
             self, "FunctionLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
         )
-        self.role = iam.Role(
+        self.role = self._role(config.project, tasks_topic, table, output_bucket)
+        self.function = self._function(config, tasks_topic, table, output_bucket)
+        self.access_log_group = logs.LogGroup(
+            self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
+        )
+        self.rest_api = self._rest_api(config.project)
+        self._routes(apigw.LambdaIntegration(self.function, proxy=True))
+        self._usage_plan(config)
+
+    def _role(
+        self, project: str, tasks_topic: sns.ITopic, table: dynamodb.ITable, output_bucket: s3.IBucket
+    ) -> iam.Role:
+        """Least privilege: its own log group, publish to the tasks topic, its table rows, claim checks, presigning."""
+        role = iam.Role(
             self,
             "FunctionRole",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"{project} API Lambda: publish tasks, task rows, claim checks",
         )
-        self.role.add_to_policy(
+        statements = [
             iam.PolicyStatement(
                 sid="Logs",
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                 resources=[self.function_log_group.log_group_arn],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(sid="PublishTasks", actions=["sns:Publish"], resources=[tasks_topic.topic_arn])
-        )
-        self.role.add_to_policy(
+            ),
+            iam.PolicyStatement(sid="PublishTasks", actions=["sns:Publish"], resources=[tasks_topic.topic_arn]),
             iam.PolicyStatement(
                 sid="TaskRows",
                 actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 resources=[table.table_arn],
-            )
-        )
-        self.role.add_to_policy(
+            ),
             iam.PolicyStatement(
                 sid="ClaimChecks",
                 actions=["s3:PutObject"],
                 resources=[output_bucket.arn_for_objects(f"{CLAIMS_PREFIX}*")],
-            )
-        )
-        self.role.add_to_policy(
+            ),
             iam.PolicyStatement(
                 sid="PresignOutputs", actions=["s3:GetObject"], resources=[output_bucket.arn_for_objects("*")]
-            )
-        )
+            ),
+        ]
+        for statement in statements:
+            role.add_to_policy(statement)
+        return role
 
-        self.function = lambda_.Function(
+    def _function(
+        self, config: Config, tasks_topic: sns.ITopic, table: dynamodb.ITable, output_bucket: s3.IBucket
+    ) -> lambda_.Function:
+        return lambda_.Function(
             self,
             "Function",
-            description=f"{project} API: validate, record and enqueue tasks; task status",
+            description=f"{config.project} API: validate, record and enqueue tasks; task status",
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.X86_64,
             handler=LAMBDA_HANDLER,
@@ -133,20 +143,17 @@ class Api(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             role=self.role,
             log_group=self.function_log_group,
-            logging_format=lambda_.LoggingFormat.JSON,
-            environment={
-                "SDEKS_RUNTIMES": json.dumps(config.runtime_types, sort_keys=True),
-                "SDEKS_TASKS_TOPIC_ARN": tasks_topic.topic_arn,
-                "SDEKS_TASK_TABLE": table.table_name,
-                "SDEKS_OUTPUT_BUCKET": output_bucket.bucket_name,
-                "SDEKS_PRESIGN_EXPIRES_S": str(PRESIGN_EXPIRES_S),
-            },
+            logging_format=lambda_.LoggingFormat.JSON,  # Powertools writes JSON lines; Lambda keeps them as they are
+            environment=api_environment(
+                config,
+                tasks_topic_arn=tasks_topic.topic_arn,
+                task_table=table.table_name,
+                output_bucket=output_bucket.bucket_name,
+            ),
         )
 
-        self.access_log_group = logs.LogGroup(
-            self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
-        )
-        self.rest_api = apigw.RestApi(
+    def _rest_api(self, project: str) -> apigw.RestApi:
+        rest_api = apigw.RestApi(
             self,
             "RestApi",
             rest_api_name=f"{project}-api",
@@ -167,7 +174,7 @@ class Api(Construct):
             default_method_options=apigw.MethodOptions(api_key_required=True),
         )
         for rid, (rtype, code, status) in GATEWAY_ERRORS.items():
-            self.rest_api.add_gateway_response(
+            rest_api.add_gateway_response(
                 rid,
                 type=rtype,
                 status_code=status,
@@ -177,8 +184,9 @@ class Api(Construct):
                     )
                 },
             )
+        return rest_api
 
-        integration = apigw.LambdaIntegration(self.function, proxy=True)
+    def _routes(self, integration: apigw.LambdaIntegration) -> None:
         submit_model = self.rest_api.add_model(
             "SubmitTaskModel", content_type="application/json", schema=SUBMIT_MODEL_SCHEMA
         )
@@ -189,7 +197,6 @@ class Api(Construct):
             validate_request_body=True,
             validate_request_parameters=True,
         )
-
         # POST /v1alpha2 (API Gateway also routes /v1alpha2/ here: a trailing slash names the same resource).
         version = self.rest_api.root.add_resource(API_VERSION)
         version.add_method(
@@ -210,6 +217,8 @@ class Api(Construct):
             "GET", integration, api_key_required=True, request_validator=validator
         )
 
+    def _usage_plan(self, config: Config) -> None:
+        project = config.project
         self.api_key = self.rest_api.add_api_key("ApiKey", api_key_name=f"{project}-default")
         self.usage_plan = self.rest_api.add_usage_plan(
             "UsagePlan",

@@ -1,7 +1,8 @@
 """Build the API Lambda's code directory without Docker.
 
-The asset is ``lambda/api/*`` + the ``sdeks`` package + pydantic/PyYAML wheels for
-Lambda's platform (manylinux2014_x86_64, CPython 3.12). Wheels are downloaded once
+The asset is ``lambda/api/*`` + the part of ``sdeks`` the handler imports (the contract,
+the API, the task table: never the config loader, local mode or the CLI) + the wheels of
+requirements/api.txt for Lambda's platform (manylinux2014_x86_64, CPython 3.12). Wheels are downloaded once
 into ``.cache/lambda-wheels`` (git-ignored); later builds install from there with
 ``--no-index``, so synth works offline once the cache is warm.
 
@@ -25,8 +26,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
-LAMBDA_PACKAGES = ("pydantic", "pyyaml")
-"""What the handler needs beyond the Lambda runtime (boto3 is provided by it)."""
+LAMBDA_REQUIREMENTS = Path("requirements") / "api.txt"
+"""The handler's pins (boto3 and botocore, provided by the Lambda runtime, are left out)."""
+PROVIDED_BY_LAMBDA = ("boto3", "botocore")
+HANDLER_SOURCES = (
+    "sdeks/__init__.py",
+    "sdeks/contract",
+    "sdeks/api/__init__.py",
+    "sdeks/api/handler.py",
+    "sdeks/api/http.py",
+    "sdeks/api/settings.py",
+    "sdeks/tasks_table.py",
+)
+"""What of the repo the handler imports (a test imports the handler and checks this covers it)."""
 
 _SKIP = {"__pycache__", ".build", ".pytest_cache", "tests"}
 
@@ -36,18 +48,12 @@ class BundleError(RuntimeError):
 
 
 def lambda_requirements(root: Path = REPO_ROOT) -> list[str]:
-    """Pins for the Lambda, taken from requirements/base.txt (one source of versions)."""
+    """Pins for the Lambda, from requirements/api.txt (one source of versions)."""
     pins = []
-    for line in (root / "requirements" / "base.txt").read_text().splitlines():
+    for line in (root / LAMBDA_REQUIREMENTS).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
-        if line and line.split("==", 1)[0].strip().lower() in LAMBDA_PACKAGES:
+        if line and not line.lower().startswith(PROVIDED_BY_LAMBDA):
             pins.append(line)
-    extra = root / "lambda" / "api" / "requirements.txt"
-    if extra.is_file():
-        for line in extra.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line and not line.lower().startswith(("boto3", "botocore")) and line not in pins:
-                pins.append(line)
     return sorted(pins)
 
 
@@ -129,8 +135,10 @@ def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
     handler_dir = root / "lambda" / "api"
     for f in _files(handler_dir):
         sources.append((f, f.relative_to(handler_dir)))
-    for f in _files(root / "sdeks"):
-        sources.append((f, f.relative_to(root)))
+    for source in HANDLER_SOURCES:
+        path = root / source
+        for f in _files(path) if path.is_dir() else [path]:
+            sources.append((f, f.relative_to(root)))
     digest = hashlib.sha256(deps.name.encode())
     for f, rel in sources:
         digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")

@@ -20,11 +20,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sdeks.config.layout import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
-from sdeks.contract import TaskStatus
+from sdeks.contract import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE, TaskStatus
 
-ROW_TTL = timedelta(days=30)
-"""Status rows expire (DynamoDB TTL) after this long; outputs have their own lifecycle."""
+DEFAULT_ROW_TTL = timedelta(days=30)
+"""Status rows expire (DynamoDB TTL) after this long unless the owner passes the configured output expiry."""
 
 REPUBLISH_AFTER = timedelta(seconds=30)
 """A row never marked enqueued this long after creation means its publisher died."""
@@ -59,15 +58,20 @@ class Submission:
 class TaskTable:
     """Typed access to the task table through a boto3 ``Table`` resource."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any, row_ttl: timedelta = DEFAULT_ROW_TTL) -> None:
+        """``row_ttl``: how long a row outlives its creation; the API passes the configured output
+        expiry, so a status row never points at images the bucket's lifecycle already deleted."""
         self._table = table
+        self._row_ttl = row_ttl
 
     @classmethod
-    def from_name(cls, name: str, session: Any = None, endpoint_url: str | None = None) -> TaskTable:
+    def from_name(
+        cls, name: str, session: Any = None, endpoint_url: str | None = None, row_ttl: timedelta = DEFAULT_ROW_TTL
+    ) -> TaskTable:
         import boto3
 
         resource = (session or boto3).resource("dynamodb", endpoint_url=endpoint_url)
-        return cls(resource.Table(name))
+        return cls(resource.Table(name), row_ttl)
 
     # --- reads -----------------------------------------------------------------
 
@@ -99,7 +103,7 @@ class TaskTable:
             "created_at": _iso(now),
             "attempts": 0,
             "images": [],
-            TASK_TABLE_TTL_ATTRIBUTE: int((now + ROW_TTL).timestamp()),
+            TASK_TABLE_TTL_ATTRIBUTE: int((now + self._row_ttl).timestamp()),
             **(extra or {}),
         }
         try:
@@ -189,7 +193,7 @@ class TaskTable:
                     ":attempt": attempt,
                     ":rt": runtime,
                     ":empty": [],
-                    ":ttl": int((now + ROW_TTL).timestamp()),
+                    ":ttl": int((now + self._row_ttl).timestamp()),
                 },
                 ReturnValues="ALL_NEW",
             )["Attributes"]

@@ -1,37 +1,55 @@
 """The API handler: ``POST /v1alpha2``, ``GET /v1alpha2/tasks/{id}``, ``GET /v1alpha2/runtimes``.
 
-Entry point :func:`handler` takes an API Gateway REST proxy event. Answers:
+Entry point :func:`handler` takes an API Gateway REST proxy event; Powertools' REST resolver
+routes it (path and query parameters validated by its validation layer), this module answers:
 
 - 202 accepted (submit), 200 (status, runtimes);
-- 4xx for every client mistake, as ``{"error": {"code", "message", "details"}}``;
+- 4xx for every client mistake, as ``{"error": {"code", "message", "details"}}``, with the
+  contract's :class:`ErrorCode` (404 for an unknown route, 405 with ``Allow`` for a wrong method);
 - 503 ``aws_unavailable`` only when DynamoDB/SNS/S3 fail (retry with the same id: safe);
 - 500 ``internal_error`` only for a bug in this code or a broken deployment (logged with a traceback).
 
-Logs are JSON lines with task id, runtime, tasktype and body size; never headers
-(the API key) or the body (prompts, images).
+The request body is read here, not by the resolver's body validation: its limits (413, 415,
+strict JSON) and its routing check (the configured runtimes, passed as validation context)
+are the contract's, and the resolver's own 422 answer is not the contract's error shape.
+
+Logs are Powertools JSON lines with task id, runtime, tasktype and body size as fields;
+never headers (the API key) or the body (prompts, images).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from pydantic import ValidationError
 
-from sdeks.api.http import HttpError, Request, check_json_content_type, json_response, parse_json
-from sdeks.api.settings import ConfigurationError, Settings, env_key
+from sdeks.api.http import (
+    HttpError,
+    body_bytes,
+    check_json_content_type,
+    clean_event,
+    json_text,
+    parse_json,
+)
+from sdeks.api.settings import ApiSettings, ConfigurationError, env_key
 from sdeks.contract import (
     API_VERSION,
     SNS_MAX_MESSAGE_BYTES,
     TASKTYPES_BY_RUNTIME_TYPE,
+    ErrorCode,
     RuntimeInfo,
     SubmitResponse,
     Task,
@@ -39,6 +57,7 @@ from sdeks.contract import (
     TaskRequest,
     claim_check_key,
     describe,
+    error_body,
     output_prefix,
     s3_uri,
     summarize,
@@ -46,16 +65,17 @@ from sdeks.contract import (
 from sdeks.contract.task import ID_PATTERN
 from sdeks.tasks_table import TaskTable
 
-log = logging.getLogger("sdeks.api")
-log.setLevel(logging.INFO)
+logger = Logger(service="sdeks.api")
 
-ID_RE = re.compile(ID_PATTERN)
+FLAG_PATTERN = r"^\s*(?i:1|true|yes|0|false|no)?\s*$"
+"""A boolean query flag: 1/true/yes, 0/false/no or empty, any case."""
 TRUE_VALUES = ("1", "true", "yes")
-FALSE_VALUES = ("0", "false", "no", "")
 
-
-def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    log.log(level, json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
+ROUTING_FIELDS = {
+    ErrorCode.UNKNOWN_RUNTIME: "task.metadata.runtime",
+    ErrorCode.UNSUPPORTED_TASKTYPE: "task.metadata.tasktype",
+}
+"""The contract's routing errors (raised with these types) and the request field each one is about."""
 
 
 def _aws_errors() -> tuple[type[BaseException], ...]:
@@ -67,17 +87,34 @@ def _aws_errors() -> tuple[type[BaseException], ...]:
 def _unavailable(what: str) -> HttpError:
     return HttpError(
         503,
-        "aws_unavailable",
+        ErrorCode.AWS_UNAVAILABLE,
         f"{what} is temporarily unavailable; retry the same request (same id) later",
         {"retryable": True},
         {"Retry-After": "2"},
     )
 
 
-class Api:
-    """The routes, bound to settings and AWS clients (one instance per thread and environment)."""
+def json_answer(status: int, payload: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        status_code=status,
+        content_type="application/json",
+        body=json_text(payload),
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
 
-    def __init__(self, settings: Settings, sns: Any, s3: Any, table: TaskTable) -> None:
+
+def error_answer(exc: HttpError) -> Response:
+    return json_answer(exc.status, error_body(exc.code, exc.message, exc.details), exc.headers)
+
+
+def _internal_error(message: str) -> Response:
+    return json_answer(500, error_body(ErrorCode.INTERNAL_ERROR, message))
+
+
+class Api:
+    """The actions behind the routes, bound to settings and AWS clients (one per thread and environment)."""
+
+    def __init__(self, settings: ApiSettings, sns: Any, s3: Any, table: TaskTable) -> None:
         self.settings = settings
         self.sns = sns
         self.s3 = s3
@@ -96,43 +133,14 @@ class Api:
             if shared is None:
                 shared = _shared[key] = _SharedClients.create()
             table = shared.session.resource("dynamodb", config=shared.boto_config).Table(shared.settings.task_table)
-        return cls(shared.settings, sns=shared.sns, s3=shared.s3, table=TaskTable(table))
-
-    # --- routing ------------------------------------------------------------------
-
-    def route(self, request: Request) -> dict[str, Any]:
-        path = request.path
-        if request.stage and path.startswith(f"/{request.stage}/{API_VERSION}"):
-            path = path[len(request.stage) + 1 :]  # custom domain mapped without a base path
-        if len(path) > 1:
-            path = path.rstrip("/") or "/"
-        routes: dict[str, Callable[[Request], dict[str, Any]]]
-        parts = path.split("/")
-        if path == f"/{API_VERSION}":
-            routes = {"POST": self.submit}
-        elif path == f"/{API_VERSION}/runtimes":
-            routes = {"GET": self.runtimes}
-        elif len(parts) == 4 and parts[:3] == ["", API_VERSION, "tasks"]:
-            routes = {"GET": lambda req: self.status(req, parts[3])}
-        else:
-            raise HttpError(404, "not_found", "no such route", {"path": path[:200]})
-        action = routes.get(request.method)
-        if action is None:
-            allowed = ", ".join(routes)
-            raise HttpError(
-                405,
-                "method_not_allowed",
-                f"method {request.method[:20]!r} not allowed here; allowed: {allowed}",
-                {"allowed": list(routes)},
-                {"Allow": allowed},
-            )
-        return action(request)
+        row_ttl = timedelta(days=shared.settings.status_ttl_days)
+        return cls(shared.settings, sns=shared.sns, s3=shared.s3, table=TaskTable(table, row_ttl=row_ttl))
 
     # --- POST /v1alpha2 ---------------------------------------------------------
 
-    def submit(self, request: Request) -> dict[str, Any]:
-        body = request.body_bytes()
-        check_json_content_type(request.headers.get("content-type"))
+    def submit(self, event: APIGatewayProxyEvent) -> Response:
+        body = body_bytes(event.body, event.is_base64_encoded)
+        check_json_content_type(event.headers.get("content-type"))
         data = parse_json(body)
         task = self._validate(data).with_id()
         fingerprint = task.fingerprint()
@@ -141,7 +149,7 @@ class Api:
             id=task.id,
             runtime=meta.runtime,
             output_location=s3_uri(self.settings.output_bucket, output_prefix(meta.prefix, task.id)),
-            status_url=self._status_url(request, task.id),
+            status_url=self._status_url(event, task.id),
         ).model_dump(mode="json")
         fields = {"task_id": task.id, "runtime": meta.runtime, "tasktype": meta.tasktype, "bytes": len(body)}
         try:
@@ -149,13 +157,13 @@ class Api:
                 task.id, meta.runtime, fingerprint, extra={"tasktype": meta.tasktype, "prefix": meta.prefix}
             )
         except _aws_errors() as exc:
-            log_event("submit_unavailable", logging.WARNING, step="record", error=type(exc).__name__, **fields)
+            logger.warning("submit_unavailable", extra={"step": "record", "error": type(exc).__name__, **fields})
             raise _unavailable("the task table") from None
         if not submission.created and submission.fingerprint != fingerprint:
-            log_event("submit_conflict", **fields)
+            logger.info("submit_conflict", extra=fields)
             raise HttpError(
                 409,
-                "conflict",
+                ErrorCode.CONFLICT,
                 f"task id {task.id!r} was already submitted with a different body",
                 {"id": task.id},
             )
@@ -164,44 +172,19 @@ class Api:
             try:
                 self.table.mark_enqueued(task.id)
             except _aws_errors() as exc:  # published: the agent tolerates a later duplicate, the client needs no retry
-                log_event("mark_enqueued_failed", logging.WARNING, error=type(exc).__name__, **fields)
-            log_event("submitted", claim_check=claim_check, duplicate=not submission.created, **fields)
+                logger.warning("mark_enqueued_failed", extra={"error": type(exc).__name__, **fields})
+            logger.info("submitted", extra={"claim_check": claim_check, "duplicate": not submission.created, **fields})
         else:
-            log_event("submit_duplicate", **fields)
-        return json_response(202, answer, {"Location": answer["status_url"]})
+            logger.info("submit_duplicate", extra=fields)
+        return json_answer(202, answer, {"Location": answer["status_url"]})
 
     def _validate(self, data: Any) -> Task:
-        runtimes = dict(self.settings.runtimes)
         try:
-            return TaskRequest.model_validate(data, context={"runtimes": runtimes}).task
+            return TaskRequest.model_validate(data, context={"runtimes": dict(self.settings.runtimes)}).task
         except ValidationError as exc:
-            raise self._validation_error(exc, data) from None
+            raise _validation_error(exc) from None
         except RecursionError:
-            raise HttpError(400, "validation_error", "request is nested too deeply") from None
-
-    def _validation_error(self, exc: ValidationError, data: Any) -> HttpError:
-        problems = describe(exc)
-        meta = (
-            data.get("task", {}).get("metadata")
-            if isinstance(data, dict) and isinstance(data.get("task"), dict)
-            else None
-        )
-        runtime = meta.get("runtime") if isinstance(meta, dict) else None
-        tasktype = meta.get("tasktype") if isinstance(meta, dict) else None
-        configured = sorted(self.settings.runtimes)
-        code = "validation_error"
-        if isinstance(runtime, str) and runtime not in self.settings.runtimes:
-            code = "unknown_runtime"
-            message = f"unknown runtime {runtime[:64]!r}; configured runtimes: {', '.join(configured)}"
-            problems = [p for p in problems if not p["message"].startswith("unknown runtime")]
-            problems.insert(0, {"field": "task.metadata.runtime", "message": message})
-        elif isinstance(runtime, str) and isinstance(tasktype, str):
-            kind = self.settings.runtimes[runtime]
-            if tasktype not in TASKTYPES_BY_RUNTIME_TYPE[kind] and len(problems) == 1:
-                code = "unsupported_tasktype"
-                problems = [{"field": "task.metadata.tasktype", "message": problems[0]["message"]}]
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems) if code != "validation_error" else None
-        return HttpError(400, code, message or summarize(exc), problems)
+            raise HttpError(400, ErrorCode.VALIDATION_ERROR, "request is nested too deeply") from None
 
     def _publish(self, task: Task, fields: dict[str, Any]) -> bool:
         """Publish the task message (inline or as a claim check); True when a claim check was used."""
@@ -232,7 +215,7 @@ class Api:
                 ).model_dump_json()
             self.sns.publish(TopicArn=self.settings.tasks_topic_arn, Message=message, MessageAttributes=attributes)
         except _aws_errors() as exc:
-            log_event("submit_unavailable", logging.WARNING, step="publish", error=type(exc).__name__, **fields)
+            logger.warning("submit_unavailable", extra={"step": "publish", "error": type(exc).__name__, **fields})
             try:
                 self.table.release_publish(task.id)
             except _aws_errors():
@@ -240,35 +223,31 @@ class Api:
             raise _unavailable("the task queue") from None
         return claim_check
 
-    def _status_url(self, request: Request, task_id: str) -> str:
+    def _status_url(self, event: APIGatewayProxyEvent, task_id: str) -> str:
         tail = f"/{API_VERSION}/tasks/{task_id}"
         if self.settings.public_base_url:
             return self.settings.public_base_url + tail
-        scheme = request.headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
+        scheme = event.headers.get("x-forwarded-proto", "https").split(",")[0].strip().lower()
         scheme = scheme if scheme in ("http", "https") else "https"
-        host = request.domain_name or "localhost"
+        context = event.request_context
+        host = context.domain_name or "localhost"
         # execute-api hosts carry the stage in the path; custom domains map it away; local mode has none
-        stage = f"/{request.stage}" if request.stage and ".execute-api." in host else ""
+        stage = f"/{context.stage}" if context.stage and ".execute-api." in host else ""
         return f"{scheme}://{host}{stage}{tail}"
 
     # --- GET /v1alpha2/tasks/{id} -----------------------------------------------
 
-    def status(self, request: Request, task_id: str) -> dict[str, Any]:
-        if not ID_RE.fullmatch(task_id):
-            raise HttpError(400, "invalid_id", "task id must match [A-Za-z0-9_-]{1,64}", {"id": task_id[:80]})
-        presign_arg = request.query.get("presign", "").strip().lower()
-        if presign_arg not in TRUE_VALUES + FALSE_VALUES:
-            raise HttpError(400, "invalid_query", "presign must be 1 or 0", {"presign": presign_arg[:20]})
+    def status(self, task_id: str, presign: bool) -> Response:
         try:
             status = self.table.get(task_id)
         except _aws_errors() as exc:
-            log_event("status_unavailable", logging.WARNING, task_id=task_id, error=type(exc).__name__)
+            logger.warning("status_unavailable", extra={"task_id": task_id, "error": type(exc).__name__})
             raise _unavailable("the task table") from None
         if status is None:
-            raise HttpError(404, "not_found", f"no task with id {task_id!r}", {"id": task_id})
-        if presign_arg in TRUE_VALUES:
+            raise HttpError(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}", {"id": task_id})
+        if presign:
             status.image_urls = [self._presign(uri) for uri in status.images if self._presignable(uri)]
-        return json_response(200, status.model_dump(mode="json"))
+        return json_answer(200, status.model_dump(mode="json"))
 
     def _presignable(self, uri: str) -> bool:
         return uri.startswith(f"s3://{self.settings.output_bucket}/")
@@ -283,17 +262,28 @@ class Api:
 
     # --- GET /v1alpha2/runtimes -----------------------------------------------
 
-    def runtimes(self, request: Request) -> dict[str, Any]:
+    def runtimes(self) -> Response:
         infos = [
             RuntimeInfo(name=name, type=kind, tasktypes=list(TASKTYPES_BY_RUNTIME_TYPE[kind])).model_dump(mode="json")
             for name, kind in sorted(self.settings.runtimes.items())
         ]
-        return json_response(200, infos)
+        return json_answer(200, infos)
+
+
+def _validation_error(exc: ValidationError) -> HttpError:
+    """A 400: ``validation_error`` naming each field, or the routing error's own code (mapped on its type)."""
+    routing = [err for err in exc.errors(include_url=False, include_input=False) if err["type"] in ROUTING_FIELDS]
+    if not routing:
+        return HttpError(400, ErrorCode.VALIDATION_ERROR, summarize(exc), describe(exc))
+    err = routing[0]
+    problems = [{"field": ROUTING_FIELDS[err["type"]], "message": err["msg"]}]
+    message = f"{problems[0]['field']}: {problems[0]['message']}"
+    return HttpError(400, ErrorCode(err["type"]), message, problems)
 
 
 @dataclass(frozen=True)
 class _SharedClients:
-    settings: Settings
+    settings: ApiSettings
     session: Any
     boto_config: Any
     sns: Any
@@ -304,7 +294,7 @@ class _SharedClients:
         import boto3
         from botocore.config import Config as BotoConfig
 
-        settings = Settings.from_env()
+        settings = ApiSettings.from_env()
         session = boto3.session.Session()
         boto_config = BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=10)
         s3_config = boto_config.merge(BotoConfig(signature_version="s3v4"))
@@ -332,35 +322,111 @@ def current_api() -> Api:
     return cached[1]
 
 
+# --- routing ---------------------------------------------------------------------------
+
+app = APIGatewayRestResolver(enable_validation=True)
+_route_methods: list[tuple[str, re.Pattern[str]]] = []
+"""(method, path regex) of every route, so an unmatched request can be told 405 from 404."""
+
+
+def _route(method: str, rule: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+    _route_methods.append((method, re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "/*$")))
+    return app.route(rule, method)
+
+
+TaskId = Annotated[str, Path(pattern=ID_PATTERN)]
+Flag = Annotated[str, Query(pattern=FLAG_PATTERN)]
+
+
+@_route("POST", f"/{API_VERSION}")
+def submit_task() -> Response[str]:
+    return current_api().submit(app.current_event)
+
+
+@_route("GET", f"/{API_VERSION}/tasks/<task_id>")
+def get_task(task_id: TaskId, presign: Flag = "") -> Response[str]:
+    return current_api().status(task_id, presign=presign.strip().lower() in TRUE_VALUES)
+
+
+@_route("GET", f"/{API_VERSION}/runtimes")
+def list_runtimes() -> Response[str]:
+    return current_api().runtimes()
+
+
+def _invalid_id(task_id: str) -> HttpError:
+    return HttpError(400, ErrorCode.INVALID_ID, "task id must match [A-Za-z0-9_-]{1,64}", {"id": task_id[:80]})
+
+
+@app.not_found
+def _no_route(_exc: NotFoundError) -> Response:
+    event = app.current_event
+    path, method = event.path, event.http_method
+    allowed = [m for m, pattern in _route_methods if pattern.match(path)]
+    if not allowed:
+        return error_answer(HttpError(404, ErrorCode.NOT_FOUND, "no such route", {"path": path[:200]}))
+    if method in allowed:  # the path matched but the router refused its parameter's characters
+        return error_answer(_invalid_id(path.rstrip("/").rsplit("/", 1)[-1]))
+    listed = ", ".join(allowed)
+    return error_answer(
+        HttpError(
+            405,
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"method {method[:20]!r} not allowed here; allowed: {listed}",
+            {"allowed": allowed},
+            {"Allow": listed},
+        )
+    )
+
+
+@app.exception_handler(HttpError)
+def _http_error(exc: HttpError) -> Response:
+    return error_answer(exc)
+
+
+@app.exception_handler(RequestValidationError)
+def _bad_parameter(exc: RequestValidationError) -> Response:
+    """A path or query parameter failed the route's declared validation."""
+    err = exc.errors()[0]
+    where, name = [*err.get("loc", ()), "", ""][:2]
+    if where == "path":
+        return error_answer(_invalid_id(str(app.current_event.path.rstrip("/").rsplit("/", 1)[-1])))
+    value = (app.current_event.query_string_parameters or {}).get(str(name), "")
+    return error_answer(
+        HttpError(400, ErrorCode.INVALID_QUERY, f"query parameter {name}: {err.get('msg')}", {str(name): value[:20]})
+    )
+
+
+@app.exception_handler(ConfigurationError)
+def _misconfigured(exc: ConfigurationError) -> Response:
+    logger.error("misconfigured", extra={"error": str(exc)})
+    return _internal_error("the API is misconfigured")
+
+
+@app.exception_handler(Exception)
+def _bug(exc: Exception) -> Response:
+    """The one place a bug may surface: no traceback to the client, no request data in the log."""
+    logger.error(
+        "internal_error",
+        extra={"error": type(exc).__name__, "traceback": "".join(traceback.format_tb(exc.__traceback__))},
+    )
+    return _internal_error("internal error")
+
+
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """AWS Lambda entry for API Gateway REST proxy events."""
     started = time.monotonic()
-    request: Request | None = None
     try:
-        request = Request.from_event(event)
-        response = current_api().route(request)
+        cleaned = clean_event(event)
     except HttpError as exc:
-        response = exc.response()
-    except ConfigurationError as exc:
-        log_event("misconfigured", logging.ERROR, error=str(exc))
-        response = json_response(
-            500, {"error": {"code": "internal_error", "message": "the API is misconfigured", "details": None}}
-        )
-    except Exception as exc:  # the one place a bug may surface: no traceback to the client, no data in the log
-        log_event(
-            "internal_error",
-            logging.ERROR,
-            error=type(exc).__name__,
-            traceback="".join(traceback.format_tb(exc.__traceback__)),
-        )
-        response = json_response(
-            500, {"error": {"code": "internal_error", "message": "internal error", "details": None}}
-        )
-    log_event(
+        return exc.response()
+    response = app.resolve(cleaned, context)
+    logger.info(
         "request",
-        method=request.method[:10] if request else None,
-        path=request.path[:200] if request else None,
-        status=response["statusCode"],
-        ms=round((time.monotonic() - started) * 1000, 1),
+        extra={
+            "method": cleaned["httpMethod"][:10],
+            "path": cleaned["path"][:200],
+            "status": response["statusCode"],
+            "ms": round((time.monotonic() - started) * 1000, 1),
+        },
     )
     return response

@@ -8,10 +8,10 @@ same function the Lambda runs. Like API Gateway in front of the Lambda, it check
 
     python -m sdeks.api.local_server --port 8080 --api-key SECRET
 
-Environment: SDEKS_RUNTIMES, SDEKS_TASKS_TOPIC_ARN, SDEKS_TASK_TABLE,
-SDEKS_OUTPUT_BUCKET, SDEKS_PRESIGN_EXPIRES_S, AWS_ENDPOINT_URL (the moto server),
-AWS credentials/region; SDEKS_API_KEY instead of ``--api-key`` keeps the key out
-of the process list. ``GET /healthz`` answers without a key (readiness probe).
+Environment: the API's settings (:func:`sdeks.api.environment.api_environment`),
+AWS_ENDPOINT_URL (the moto server), AWS credentials/region; SDEKS_API_KEY instead
+of ``--api-key`` keeps the key out of the process list. ``GET /healthz`` answers
+without a key (readiness probe). The handler logs JSON lines to stdout (Powertools).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import base64
 import hmac
 import json
-import logging
 import os
 import sys
 import uuid
@@ -31,9 +30,9 @@ from urllib.parse import parse_qsl
 import anyio.to_thread
 
 from sdeks.api.handler import handler as lambda_handler
-from sdeks.api.http import JSON_HEADERS, json_response
-from sdeks.api.settings import ConfigurationError, Settings
-from sdeks.contract import MAX_REQUEST_BYTES, error_body
+from sdeks.api.http import JSON_HEADERS, json_response, response_headers
+from sdeks.api.settings import ApiSettings, ConfigurationError
+from sdeks.contract import MAX_REQUEST_BYTES, ErrorCode, error_body
 
 STAGE = "local"
 
@@ -72,12 +71,12 @@ class LocalGateway:
             return
         key = (headers.get("x-api-key") or [""])[-1].encode("latin-1")
         if not hmac.compare_digest(key, self._key):
-            await _send(send, _error(403, "forbidden", "missing or invalid x-api-key header"))
+            await _send(send, _error(403, ErrorCode.FORBIDDEN, "missing or invalid x-api-key header"))
             return
         length = (headers.get("content-length") or [None])[-1]
         if length is not None:
             if not length.strip().isdigit():
-                await _send(send, _error(400, "bad_request", "invalid Content-Length"))
+                await _send(send, _error(400, ErrorCode.BAD_REQUEST, "invalid Content-Length"))
                 return
             if int(length) > self._max_body:
                 await _send(send, _too_large(self._max_body))
@@ -133,18 +132,18 @@ class LocalGateway:
         }
 
 
-def _error(status: int, code: str, message: str, details: object = None) -> dict[str, Any]:
+def _error(status: int, code: ErrorCode, message: str, details: object = None) -> dict[str, Any]:
     return json_response(status, error_body(code, message, details))
 
 
 def _too_large(limit: int) -> dict[str, Any]:
-    return _error(413, "payload_too_large", f"request body exceeds {limit} bytes", {"max_bytes": limit})
+    return _error(413, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes", {"max_bytes": limit})
 
 
 async def _send(send: Send, response: dict[str, Any]) -> None:
     body = response.get("body") or ""
     payload = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode()
-    headers = {**JSON_HEADERS, **(response.get("headers") or {})}
+    headers = {**JSON_HEADERS, **response_headers(response)}
     raw_headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
     raw_headers.append((b"content-length", str(len(payload)).encode()))
     await send({"type": "http.response.start", "status": int(response["statusCode"]), "headers": raw_headers})
@@ -170,11 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.api_key:
         parser.error("an API key is required: --api-key or SDEKS_API_KEY")
     try:
-        Settings.from_env()
+        ApiSettings.from_env()
     except ConfigurationError as exc:
         print(f"sdeks api: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     import uvicorn
 

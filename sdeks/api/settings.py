@@ -1,79 +1,79 @@
-"""Configuration of the API handler, read from the environment (set by CDK or local mode)."""
+"""The API process's configuration contract: the ``SDEKS_*`` environment, as a settings model.
+
+CDK (the Lambda's environment), local mode (the local server's) and tests all build this
+environment with :func:`sdeks.api.environment.api_environment`, which validates it through
+this very model; the handler reads it back with :meth:`ApiSettings.from_env`. The model
+imports only the contract, so the Lambda loads neither the YAML config loader nor local mode.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from sdeks.contract import TASKTYPES_BY_RUNTIME_TYPE
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from sdeks.contract import RuntimeType, summarize
+
+ENV_PREFIX = "SDEKS_"
 DEFAULT_PRESIGN_EXPIRES_S = 3600
-MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600  # SigV4 limit
-
-ENV_VARS = (
-    "SDEKS_RUNTIMES",
-    "SDEKS_TASKS_TOPIC_ARN",
-    "SDEKS_TASK_TABLE",
-    "SDEKS_OUTPUT_BUCKET",
-    "SDEKS_PRESIGN_EXPIRES_S",
-    "SDEKS_PUBLIC_BASE_URL",
-    "AWS_ENDPOINT_URL",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-)
-"""Everything the handler reads; a change of any of them rebuilds the cached clients."""
+MAX_PRESIGN_EXPIRES_S = 7 * 24 * 3600
+"""SigV4 presigned URLs live at most a week."""
 
 
 class ConfigurationError(RuntimeError):
     """The deployment is broken (missing or malformed environment); a 500, logged, never the client's fault."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    runtimes: Mapping[str, str]
-    """Configured runtimes, name → runtime type (``sdwebui`` or ``comfyui``)."""
-    tasks_topic_arn: str
-    task_table: str
-    output_bucket: str
-    presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S
-    public_base_url: str | None = None
-    """Optional override of the base of ``status_url`` (e.g. a custom domain with a base path)."""
+class ApiSettings(BaseSettings):
+    """Everything the API handler reads from its environment (``SDEKS_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    runtimes: dict[str, RuntimeType] = Field(min_length=1, description="configured runtimes, name → runtime type")
+    tasks_topic_arn: str = Field(min_length=1)
+    task_table: str = Field(min_length=1)
+    output_bucket: str = Field(min_length=1)
+    presign_expires_s: int = Field(default=DEFAULT_PRESIGN_EXPIRES_S, ge=1, le=MAX_PRESIGN_EXPIRES_S)
+    status_ttl_days: int = Field(
+        default=30, ge=1, description="status rows expire with the outputs they point at (config output.expire_days)"
+    )
+    public_base_url: str | None = Field(
+        default=None, description="base of status_url instead of the request's host (e.g. a custom domain)"
+    )
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") or None if value else None
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        missing = [
-            name
-            for name in ("SDEKS_RUNTIMES", "SDEKS_TASKS_TOPIC_ARN", "SDEKS_TASK_TABLE", "SDEKS_OUTPUT_BUCKET")
-            if not env.get(name)
-        ]
-        if missing:
-            raise ConfigurationError(f"missing environment: {', '.join(missing)}")
+    def from_env(cls) -> ApiSettings:
+        """The settings of this process's environment; a broken one raises ConfigurationError."""
         try:
-            runtimes = json.loads(env["SDEKS_RUNTIMES"])
-        except ValueError as exc:
-            raise ConfigurationError(f"SDEKS_RUNTIMES is not JSON: {exc}") from None
-        if not isinstance(runtimes, dict) or not runtimes:
-            raise ConfigurationError("SDEKS_RUNTIMES must be a non-empty JSON object {name: type}")
-        for name, kind in runtimes.items():
-            if kind not in TASKTYPES_BY_RUNTIME_TYPE:
-                raise ConfigurationError(f"runtime {name!r} has unknown type {kind!r}")
-        try:
-            expires = int(env.get("SDEKS_PRESIGN_EXPIRES_S") or DEFAULT_PRESIGN_EXPIRES_S)
-        except ValueError:
-            raise ConfigurationError("SDEKS_PRESIGN_EXPIRES_S must be an integer") from None
-        if not 1 <= expires <= MAX_PRESIGN_EXPIRES_S:
-            raise ConfigurationError(f"SDEKS_PRESIGN_EXPIRES_S must be in 1..{MAX_PRESIGN_EXPIRES_S}")
-        return cls(
-            runtimes=dict(runtimes),
-            tasks_topic_arn=env["SDEKS_TASKS_TOPIC_ARN"],
-            task_table=env["SDEKS_TASK_TABLE"],
-            output_bucket=env["SDEKS_OUTPUT_BUCKET"],
-            presign_expires_s=expires,
-            public_base_url=(env.get("SDEKS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
-        )
+            return cls()
+        except ValidationError as exc:
+            raise ConfigurationError(f"API environment: {summarize(exc)}") from None
+        except SettingsError as exc:  # a JSON field that is not JSON
+            raise ConfigurationError(f"API environment: {exc}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reads back as these settings (unset optional values are left out)."""
+        env = {}
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            env[ENV_PREFIX + name.upper()] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        return env
+
+
+ENV_VARS: tuple[str, ...] = (
+    *(ENV_PREFIX + name.upper() for name in ApiSettings.model_fields),
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+"""Everything the handler reads; a change of any of them rebuilds the cached clients."""
 
 
 def env_key(environ: Mapping[str, str] | None = None) -> tuple[str | None, ...]:

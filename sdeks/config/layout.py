@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdeks.config.schema import Config, Runtime
+from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,6 @@ class ResourceLayout:
             if queues.runtime.name == runtime_name:
                 return queues
         raise KeyError(runtime_name)
-
-
-TASK_TABLE_KEY = "id"
-"""Partition key of the task table (string)."""
-
-TASK_TABLE_TTL_ATTRIBUTE = "expires_at"
 
 
 def resource_layout(config: Config) -> ResourceLayout:

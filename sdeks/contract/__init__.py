@@ -38,6 +38,7 @@ from sdeks.contract.keys import (
     s3_uri,
 )
 from sdeks.contract.schema import SCHEMAS, json_schema
+from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
 from sdeks.contract.task import (
     API_VERSION,
     MAX_REQUEST_BYTES,
@@ -64,6 +65,8 @@ __all__ = [
     "MAX_SEED",
     "RUNTIME_TYPES",
     "TASK_TYPES",
+    "TASK_TABLE_KEY",
+    "TASK_TABLE_TTL_ATTRIBUTE",
     "ErrorCode",
     "event_key",
     "routing_error",

@@ -31,6 +31,11 @@ class ErrorCode(StrEnum):
     NO_MODEL = "no_model"
     AWS_UNAVAILABLE = "aws_unavailable"
     INTERNAL_ERROR = "internal_error"
+    # answered by API Gateway itself (gateway responses), before the handler runs
+    THROTTLED = "throttled"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
 
 
 def routing_error(code: ErrorCode, message: str) -> PydanticCustomError:

@@ -8,7 +8,6 @@ they talk to is still up.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import secrets
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from queue_agent.settings import env_for as agent_env
+from sdeks.api.environment import api_environment
 from sdeks.config import Config
 from sdeks.local.provision import provision
 from sdeks.local.state import STATE_DIR, LocalState, RuntimeEndpoints, pid_alive, state_path, write_state
@@ -137,10 +137,12 @@ class LocalStack:
             {
                 **aws_env,
                 "SDEKS_API_KEY": self.api_key,
-                "SDEKS_RUNTIMES": json.dumps(self.config.runtime_types),
-                "SDEKS_TASKS_TOPIC_ARN": res.tasks_topic_arn,
-                "SDEKS_TASK_TABLE": res.task_table,
-                "SDEKS_OUTPUT_BUCKET": res.output_bucket,
+                **api_environment(
+                    self.config,
+                    tasks_topic_arn=res.tasks_topic_arn,
+                    task_table=res.task_table,
+                    output_bucket=res.output_bucket,
+                ),
             },
             f"http://{HOST}:{opts.api_port}/healthz",
         )

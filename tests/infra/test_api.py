@@ -7,6 +7,7 @@ import json
 import pytest
 
 from infra.api import ACCESS_LOG_FIELDS
+from sdeks.api.environment import api_environment
 from sdeks.config import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE, resource_layout
 from tests.infra.helpers import actions_on, logical_id, statements_of
 
@@ -102,6 +103,10 @@ def test_lambda_runtime_env_and_tracing(synth_any):
     assert env["SDEKS_TASK_TABLE"] == {"Ref": logical_id(raw, "AWS::DynamoDB::Table", TableName=layout.task_table_name)}
     assert env["SDEKS_OUTPUT_BUCKET"]
     assert int(env["SDEKS_PRESIGN_EXPIRES_S"]) > 0
+    # status rows live as long as the outputs they point at
+    assert env["SDEKS_STATUS_TTL_DAYS"] == str(config.output.expire_days)
+    # exactly the settings the handler reads, from the one function local mode and the tests use
+    assert set(env) == set(api_environment(config, tasks_topic_arn="t", task_table="t", output_bucket="b"))
 
 
 def test_lambda_asset_bundles_sdeks_and_linux_wheels(synth_default):
@@ -115,8 +120,12 @@ def test_lambda_asset_bundles_sdeks_and_linux_wheels(synth_default):
     asset = synth_default.outdir / manifest["files"][key.removesuffix(".zip")]["source"]["path"]
     assert (asset / "handler.py").is_file(), "handler.handler must resolve at the asset root"
     assert (asset / "sdeks" / "contract" / "__init__.py").is_file()
-    assert (asset / "sdeks" / "config" / "layout.py").is_file()
-    assert (asset / "pydantic").is_dir() and (asset / "yaml").is_dir()
+    assert (asset / "sdeks" / "api" / "handler.py").is_file()
+    assert (asset / "pydantic").is_dir() and (asset / "pydantic_settings").is_dir()
+    assert (asset / "aws_lambda_powertools" / "event_handler").is_dir()
+    # lean: what the handler never imports stays out of the bundle
+    assert not (asset / "yaml").exists() and not (asset / "sdeks" / "config").exists()
+    assert not (asset / "sdeks" / "local").exists() and not (asset / "sdeks" / "cli").exists()
     cores = list((asset / "pydantic_core").glob("_pydantic_core.cpython-312-x86_64-linux-gnu.so"))
     assert cores, "pydantic-core must be the Lambda (cp312, manylinux x86_64) build"
     assert not list(asset.rglob("__pycache__"))

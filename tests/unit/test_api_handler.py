@@ -23,7 +23,7 @@ from sdeks.contract import (
     claim_check_key,
 )
 from sdeks.tasks_table import TaskTable
-from tests.fixtures.api import proxy_event, txt2img
+from tests.fixtures.api import api_log_lines, proxy_event, txt2img
 
 
 def receive_all(res, runtime: str, wait: int = 1) -> list[dict]:
@@ -365,7 +365,8 @@ def test_misconfiguration_is_a_logged_500(api, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="sdeks.api"):
         ans = api.call("GET", "/v1alpha2/runtimes")
     assert ans.status == 500 and ans.json["error"]["code"] == "internal_error"
-    assert any("misconfigured" in r.getMessage() for r in caplog.records)
+    [logged] = [line for line in api_log_lines(caplog.records) if line["message"] == "misconfigured"]
+    assert logged["level"] == "ERROR" and "runtimes" in logged["error"]
 
 
 def test_logs_never_carry_key_or_body(api, caplog):
@@ -373,9 +374,11 @@ def test_logs_never_carry_key_or_body(api, caplog):
     with caplog.at_level(logging.INFO, logger="sdeks.api"):
         api.submit(txt2img(task_id="logged", prompt=secret_prompt), headers={"x-api-key": "super-secret-key"})
         api.submit({"task": "garbage " + secret_prompt}, headers={"x-api-key": "super-secret-key"})
-    lines = [r.getMessage() for r in caplog.records]
-    text = "\n".join(lines)
+    lines = api_log_lines(caplog.records)
+    text = "\n".join(json.dumps(line) for line in lines)
     assert "super-secret-key" not in text and secret_prompt not in text
-    submitted = [json.loads(line) for line in lines if '"submitted"' in line]
+    # structured: the fields are keys of the log line itself, not JSON nested in its message
+    submitted = [line for line in lines if line["message"] == "submitted"]
     assert submitted[0]["task_id"] == "logged" and submitted[0]["runtime"] == "sdruntime"
     assert submitted[0]["tasktype"] == "text-to-image" and submitted[0]["bytes"] > 0
+    assert {line["message"] for line in lines} >= {"submitted", "request"}
