@@ -18,6 +18,7 @@ from sdeks.contract import (
     API_VERSION,
     MAX_REQUEST_BYTES,
     ErrorBody,
+    ErrorCode,
     RuntimeInfo,
     SubmitResponse,
     TaskRequest,
@@ -46,7 +47,9 @@ def openapi_document() -> dict[str, Any]:
     ref = {model: schema["$ref"] for (model, _mode), schema in refs.items()}
     err = ref[ErrorBody]
     forbidden = _error("missing or invalid x-api-key (API Gateway / local adapter)", err)
-    throttled = {"description": "throttled by the usage plan (API Gateway; its own body)"}
+    throttled = _error(
+        f"{ErrorCode.THROTTLED} or {ErrorCode.QUOTA_EXCEEDED}: the usage plan (answered by API Gateway)", err
+    )
     unavailable = _error("an AWS service failed; retry the same request (with the same id it is safe)", err)
     internal = _error("a bug or a misconfigured deployment (logged); never caused by input", err)
     id_param = {
@@ -63,7 +66,7 @@ def openapi_document() -> dict[str, Any]:
             "description": (
                 "Asynchronous Stable Diffusion inference. Submit a task, poll its status, fetch images from S3. "
                 'Every error is JSON {"error": {"code", "message", "details"}}. Unknown routes answer 404 '
-                "not_found, a wrong method 405 method_not_allowed (with an Allow header)."
+                f"{ErrorCode.NOT_FOUND}, a wrong method 405 {ErrorCode.METHOD_NOT_ALLOWED} (with an Allow header)."
             ),
         },
         "servers": [
@@ -98,14 +101,15 @@ def openapi_document() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"$ref": ref[SubmitResponse]}}},
                         },
                         "400": _error(
-                            "malformed_json, malformed_body, validation_error (details name each field), "
-                            "unknown_runtime (message lists the configured runtimes), unsupported_tasktype",
+                            f"{ErrorCode.MALFORMED_JSON}, {ErrorCode.MALFORMED_BODY}, {ErrorCode.VALIDATION_ERROR} "
+                            f"(details name each field), {ErrorCode.UNKNOWN_RUNTIME} (message lists the configured "
+                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}",
                             err,
                         ),
                         "403": forbidden,
-                        "409": _error("conflict: this id was submitted with a different body", err),
-                        "413": _error(f"payload_too_large: body over {MAX_REQUEST_BYTES} bytes", err),
-                        "415": _error("unsupported_media_type: Content-Type is not application/json", err),
+                        "409": _error(f"{ErrorCode.CONFLICT}: this id was submitted with a different body", err),
+                        "413": _error(f"{ErrorCode.PAYLOAD_TOO_LARGE}: body over {MAX_REQUEST_BYTES} bytes", err),
+                        "415": _error(f"{ErrorCode.UNSUPPORTED_MEDIA_TYPE}: Content-Type is not application/json", err),
                         "429": throttled,
                         "500": internal,
                         "503": unavailable,
@@ -131,9 +135,9 @@ def openapi_document() -> dict[str, Any]:
                             "description": "the task's status",
                             "content": {"application/json": {"schema": {"$ref": ref[TaskStatus]}}},
                         },
-                        "400": _error("invalid_id or invalid_query", err),
+                        "400": _error(f"{ErrorCode.INVALID_ID} or {ErrorCode.INVALID_QUERY}", err),
                         "403": forbidden,
-                        "404": _error("not_found: no task with this id", err),
+                        "404": _error(f"{ErrorCode.NOT_FOUND}: no task with this id", err),
                         "429": throttled,
                         "500": internal,
                         "503": unavailable,

@@ -14,11 +14,10 @@ import typer
 from rich.console import Console
 
 from sdeks.client import ApiClient, ApiError
-from sdeks.contract import TaskStatus
+from sdeks.contract import TASK_TYPES, TaskStatus
 from sdeks.local.state import read_state, state_path
 
 console = Console(stderr=True)
-TASKTYPES = ["text-to-image", "image-to-image", "extra-single-image", "extra-batch-images", "pipeline"]
 
 
 def register(app: typer.Typer) -> None:
@@ -103,7 +102,7 @@ def submit(
     file: Path = typer.Argument(None, help="task JSON file (v1alpha2 / AWS sample format)", exists=False),
     prompt: str = typer.Option(None, "--prompt", "-p", help="text-to-image prompt (instead of FILE)"),
     runtime: str = typer.Option(None, "--runtime", "-r", help="runtime name (overrides the file)"),
-    tasktype: str = typer.Option(None, "--tasktype", "-t", help=f"one of: {', '.join(TASKTYPES)}"),
+    tasktype: str = typer.Option(None, "--tasktype", "-t", help=f"one of: {', '.join(TASK_TYPES)}"),
     init_image: str = typer.Option(None, "--init-image", help="image file, s3:// or https:// URL"),
     task_id: str = typer.Option(None, "--id", help="task id (idempotency key)"),
     steps: int = typer.Option(None, "--steps"),
