@@ -59,9 +59,6 @@ class ApiClient:
         params = {"presign": "1"} if presign else None
         return TaskStatus.model_validate(self._check(self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params)))
 
-    def runtimes(self) -> list[dict[str, Any]]:
-        return self._check(self._http.get(f"/{API_VERSION}/runtimes"))
-
     def wait(
         self,
         task_id: str,

@@ -37,9 +37,6 @@ class HttpError(Exception):
         self.details = details
         self.headers = headers or {}
 
-    def body(self) -> str:
-        return json_text(error_body(self.code, self.message, self.details))
-
     def response(self) -> dict[str, Any]:
         return json_response(self.status, error_body(self.code, self.message, self.details), self.headers)
 
