@@ -5,6 +5,7 @@ from sdeks.config.layout import (
     TASK_TABLE_TTL_ATTRIBUTE,
     ResourceLayout,
     RuntimeQueues,
+    RuntimeRelease,
     resource_layout,
 )
 from sdeks.config.loader import DEFAULT_CONFIG, ENV_OVERRIDES, ConfigError, load_config, parse_config
@@ -26,6 +27,7 @@ __all__ = [
     "ResourceLayout",
     "Runtime",
     "RuntimeQueues",
+    "RuntimeRelease",
     "Scaling",
     "load_config",
     "parse_config",
