@@ -236,9 +236,12 @@ class Cluster(Construct):
             self, cluster_name=self.cluster_name, interruption_queue=self.interruption_queue, node_role=self.node_role
         )
         self.karpenter_policy.attach_to_role(self.karpenter_role)
-        self._associate("KarpenterIdentity", KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, self.karpenter_role)
+        self.karpenter_identity = self._associate(
+            "KarpenterIdentity", KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, self.karpenter_role
+        )
         self.karpenter = self._system_chart(
             "Karpenter",
+            identities=[self.karpenter_identity],
             chart="karpenter",
             repository=KARPENTER_CHART,
             version=KARPENTER_VERSION,
@@ -264,9 +267,10 @@ class Cluster(Construct):
                 resources=[rq.queue.queue_arn for rq in messaging.runtime_queues.values()],
             )
         )
-        self._associate("KedaIdentity", KEDA_NAMESPACE, KEDA_SERVICE_ACCOUNT, self.keda_role)
+        self.keda_identity = self._associate("KedaIdentity", KEDA_NAMESPACE, KEDA_SERVICE_ACCOUNT, self.keda_role)
         self.keda = self._system_chart(
             "Keda",
+            identities=[self.keda_identity],
             chart="keda",
             repository=KEDA_REPOSITORY,
             version=KEDA_VERSION,
@@ -292,8 +296,9 @@ class Cluster(Construct):
                 )
             )
         self.s3_csi = eks.Addon(self, "S3Csi", cluster=self.cluster, addon_name="aws-mountpoint-s3-csi-driver")
-        self.s3_csi.node.add_dependency(self.system_nodes)
-        self._associate("S3CsiIdentity", "kube-system", S3_CSI_SERVICE_ACCOUNT, self.s3_csi_role)
+        self.s3_csi_identity = self._associate("S3CsiIdentity", "kube-system", S3_CSI_SERVICE_ACCOUNT, self.s3_csi_role)
+        # The driver's pods must not start without their identity (mounts would fail with the node's).
+        self.s3_csi.node.add_dependency(self.system_nodes, self.s3_csi_identity)
 
     def _runtime_releases(
         self,
@@ -326,7 +331,7 @@ class Cluster(Construct):
                 model_bucket=model_bucket,
             ):
                 role.add_to_policy(statement)
-            self._associate(f"{name}Identity", self.namespace, release_layout.service_account, role)
+            identity = self._associate(f"{name}Identity", self.namespace, release_layout.service_account, role)
             self.runtime_roles[name] = role
             release = eks.HelmChart(
                 self,
@@ -351,9 +356,11 @@ class Cluster(Construct):
                     node_role=self.node_role.role_name,
                 ),
             )
-            # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first; releases
-            # go one after another (they share the namespace that the first one creates).
+            # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first, and so must
+            # every identity the release's pods use: its own (agent), KEDA's (scaling), the driver's (model
+            # volume). Releases go one after another (they share the namespace the first one creates).
             release.node.add_dependency(self.karpenter, self.keda, self.s3_csi)
+            release.node.add_dependency(identity, self.keda_identity, self.s3_csi_identity)
             if self.runtime_releases:
                 release.node.add_dependency(list(self.runtime_releases.values())[-1])
             self.runtime_releases[name] = release
@@ -366,8 +373,20 @@ class Cluster(Construct):
             value=f"aws eks update-kubeconfig --name {self.cluster.cluster_name} --region {cdk.Stack.of(self).region}",
         )
 
-    def _system_chart(self, cid: str, *, namespace: str, values: dict, **chart: str) -> eks.HelmChart:
-        """A cluster add-on chart: on the system nodes (never the GPU nodes it may manage), after Pod Identity."""
+    def _system_chart(
+        self,
+        cid: str,
+        *,
+        namespace: str,
+        values: dict,
+        identities: list[eks.CfnPodIdentityAssociation],
+        **chart: str,
+    ) -> eks.HelmChart:
+        """A cluster add-on chart: on the system nodes (never the GPU nodes it may manage), after Pod Identity.
+
+        ``identities``: the associations its pods use. A pod that starts before its association runs with
+        the node's role: Karpenter crash-loops, KEDA silently reads nothing and never scales.
+        """
         release = eks.HelmChart(
             self,
             cid,
@@ -379,10 +398,12 @@ class Cluster(Construct):
             values={**values, "nodeSelector": {"sdeks.io/pool": "system"}},
             **chart,
         )
-        release.node.add_dependency(self.pod_identity_agent, self.system_nodes)
+        release.node.add_dependency(self.pod_identity_agent, self.system_nodes, *identities)
         return release
 
-    def _associate(self, cid: str, namespace: str, service_account: str, role: iam.IRole) -> None:
+    def _associate(
+        self, cid: str, namespace: str, service_account: str, role: iam.IRole
+    ) -> eks.CfnPodIdentityAssociation:
         association = eks.CfnPodIdentityAssociation(
             self,
             cid,
@@ -392,6 +413,7 @@ class Cluster(Construct):
             role_arn=role.role_arn,
         )
         association.node.add_dependency(self.pod_identity_agent)
+        return association
 
 
 def karpenter_controller_policy(
