@@ -20,9 +20,9 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
-from aws_cdk.lambda_layer_kubectl_v33 import KubectlV33Layer
 from constructs import Construct
 
+from infra.kubectl import kubectl_layer
 from infra.messaging import Messaging
 from infra.storage import Storage
 from sdeks.config import Config, ResourceLayout
@@ -142,7 +142,7 @@ class Cluster(Construct):
 
     def _control_plane(self, config: Config, layout: ResourceLayout) -> None:
         """EKS with node groups (not Auto Mode), security group links, admin access, system nodes, Pod Identity."""
-        self.kubectl_layer = KubectlV33Layer(self, "KubectlLayer")
+        self.kubectl_layer = kubectl_layer(self, "KubectlLayer", config.cluster.kubernetes_version)
         self.cluster = eks.Cluster(
             self,
             "Eks",

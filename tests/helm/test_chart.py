@@ -430,7 +430,7 @@ def test_nodepool_parameters(helm_template):
     discovery = [{"tags": {"karpenter.sh/discovery": "sdeks"}}]
     assert nodeclass["subnetSelectorTerms"] == discovery
     assert nodeclass["securityGroupSelectorTerms"] == discovery
-    assert nodeclass["amiSelectorTerms"] == [{"alias": "bottlerocket@v1.45.0"}]
+    assert nodeclass["amiSelectorTerms"] == [{"alias": "bottlerocket@v1.66.0"}]
 
 
 def test_service_monitor(helm_template):

@@ -69,9 +69,10 @@ def test_cluster_version_system_nodes_and_addons(synth_default):
     assert addons == {"eks-pod-identity-agent", "aws-mountpoint-s3-csi-driver"}
 
 
-def test_kubectl_provider_uses_the_v33_layer(synth_default):
+def test_kubectl_provider_uses_the_layer_of_the_cluster_version(synth_default):
     layers = synth_default.resources("AWS::Lambda::LayerVersion")
-    assert any("kubectl" in json.dumps(v["Properties"]).lower() for v in layers.values())
+    version = synth_default.config.cluster.kubernetes_version
+    assert any(f"kubectl {version}" in json.dumps(v["Properties"]).lower() for v in layers.values())
 
 
 def test_karpenter_release_queue_and_rules(synth_default):
