@@ -20,9 +20,9 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
-from aws_cdk.lambda_layer_kubectl_v33 import KubectlV33Layer
 from constructs import Construct
 
+from infra.kubectl import kubectl_layer
 from infra.messaging import Messaging
 from infra.storage import Storage
 from sdeks.config import Config, ResourceLayout
@@ -68,7 +68,18 @@ KARPENTER_LAUNCHED_KINDS = (
 """EC2 resources Karpenter creates and tags (upstream controller policy)."""
 
 
+NODE_MANAGED_POLICIES = (
+    "AmazonEKSWorkerNodePolicy",
+    "AmazonEKS_CNI_Policy",
+    "AmazonEC2ContainerRegistryReadOnly",
+    "AmazonSSMManagedInstanceCore",
+)
+"""The EKS-documented managed policies of a node role (kubelet, VPC CNI, image pulls, SSM)."""
+
+
 class Cluster(Construct):
+    """The cluster and what runs in it; each step below is one method, called in dependency order."""
+
     def __init__(
         self,
         scope: Construct,
@@ -81,11 +92,17 @@ class Cluster(Construct):
         table: dynamodb.ITable,
     ) -> None:
         super().__init__(scope, cid)
-        stack = cdk.Stack.of(self)
-        self.cluster_name = config.project
-        self.wildcard_reasons: dict[iam.Policy | iam.Role, dict[str, str]] = {}
+        self.cluster_name = layout.cluster_name
+        self._network(storage)
+        self._control_plane(config, layout)
+        self._karpenter(layout)
+        self._keda(messaging)
+        self._mountpoint(config, storage)
+        self._runtime_releases(config, layout, storage=storage, messaging=messaging, table=table)
+        self._outputs()
 
-        # --- network: 3 AZs (more spot pools), one NAT gateway (cost; docs/cost.md) ----------
+    def _network(self, storage: Storage) -> None:
+        """3 AZs (more spot pools), one NAT gateway (cost; docs/cost.md), subnets and a group Karpenter discovers."""
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
@@ -123,8 +140,9 @@ class Cluster(Construct):
         )
         cdk.Tags.of(self.node_security_group).add(DISCOVERY_TAG, self.cluster_name)
 
-        # --- cluster --------------------------------------------------------------------------
-        self.kubectl_layer = KubectlV33Layer(self, "KubectlLayer")
+    def _control_plane(self, config: Config, layout: ResourceLayout) -> None:
+        """EKS with node groups (not Auto Mode), security group links, admin access, system nodes, Pod Identity."""
+        self.kubectl_layer = kubectl_layer(self, "KubectlLayer", config.cluster.kubernetes_version)
         self.cluster = eks.Cluster(
             self,
             "Eks",
@@ -168,7 +186,7 @@ class Cluster(Construct):
 
         self.system_nodes = self.cluster.add_nodegroup_capacity(
             "System",
-            nodegroup_name=f"{self.cluster_name}-system",
+            nodegroup_name=layout.system_nodegroup_name,
             instance_types=[ec2.InstanceType(config.cluster.system_instance_type)],
             capacity_type=eks.CapacityType.ON_DEMAND,
             ami_type=eks.NodegroupAmiType.BOTTLEROCKET_X86_64,
@@ -177,26 +195,18 @@ class Cluster(Construct):
             max_size=config.cluster.system_nodes + 1,
             labels={"sdeks.io/pool": "system"},
         )
-
         self.pod_identity_agent = eks.Addon(
             self, "PodIdentityAgent", cluster=self.cluster, addon_name="eks-pod-identity-agent"
         )
 
-        # --- Karpenter ------------------------------------------------------------------------
+    def _karpenter(self, layout: ResourceLayout) -> None:
+        """GPU node role and access entry, interruption queue and its rules, controller role, the chart."""
         self.node_role = iam.Role(
             self,
             "KarpenterNodeRole",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description=f"{self.cluster_name}: GPU nodes launched by Karpenter",
-            managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name(name)
-                for name in (
-                    "AmazonEKSWorkerNodePolicy",
-                    "AmazonEKS_CNI_Policy",
-                    "AmazonEC2ContainerRegistryReadOnly",
-                    "AmazonSSMManagedInstanceCore",
-                )
-            ],
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(n) for n in NODE_MANAGED_POLICIES],
         )
         eks.AccessEntry(
             self,
@@ -209,7 +219,7 @@ class Cluster(Construct):
         self.interruption_queue = sqs.Queue(
             self,
             "KarpenterInterruptions",
-            queue_name=f"{self.cluster_name}-karpenter",
+            queue_name=layout.interruption_queue_name,
             retention_period=Duration.minutes(5),
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
@@ -222,11 +232,16 @@ class Cluster(Construct):
         self.karpenter_role = pod_identity_role(
             self, "KarpenterControllerRole", f"{self.cluster_name}: Karpenter controller"
         )
-        karpenter_policy = self._karpenter_policy(stack)
-        karpenter_policy.attach_to_role(self.karpenter_role)
-        self._associate("KarpenterIdentity", KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, self.karpenter_role)
+        self.karpenter_policy = karpenter_controller_policy(
+            self, cluster_name=self.cluster_name, interruption_queue=self.interruption_queue, node_role=self.node_role
+        )
+        self.karpenter_policy.attach_to_role(self.karpenter_role)
+        self.karpenter_identity = self._associate(
+            "KarpenterIdentity", KARPENTER_NAMESPACE, KARPENTER_SERVICE_ACCOUNT, self.karpenter_role
+        )
         self.karpenter = self._system_chart(
             "Karpenter",
+            identities=[self.karpenter_identity],
             chart="karpenter",
             repository=KARPENTER_CHART,
             version=KARPENTER_VERSION,
@@ -242,7 +257,8 @@ class Cluster(Construct):
             },
         )
 
-        # --- KEDA -----------------------------------------------------------------------------
+    def _keda(self, messaging: Messaging) -> None:
+        """KEDA, whose operator identity may read the depth of the runtime queues and nothing else."""
         self.keda_role = pod_identity_role(self, "KedaOperatorRole", f"{self.cluster_name}: KEDA reads queue depth")
         self.keda_role.add_to_policy(
             iam.PolicyStatement(
@@ -251,9 +267,10 @@ class Cluster(Construct):
                 resources=[rq.queue.queue_arn for rq in messaging.runtime_queues.values()],
             )
         )
-        self._associate("KedaIdentity", KEDA_NAMESPACE, KEDA_SERVICE_ACCOUNT, self.keda_role)
+        self.keda_identity = self._associate("KedaIdentity", KEDA_NAMESPACE, KEDA_SERVICE_ACCOUNT, self.keda_role)
         self.keda = self._system_chart(
             "Keda",
+            identities=[self.keda_identity],
             chart="keda",
             repository=KEDA_REPOSITORY,
             version=KEDA_VERSION,
@@ -261,7 +278,8 @@ class Cluster(Construct):
             values={"serviceAccount": {"operator": {"name": KEDA_SERVICE_ACCOUNT}}},
         )
 
-        # --- Mountpoint for S3 (model volumes) ------------------------------------------------
+    def _mountpoint(self, config: Config, storage: Storage) -> None:
+        """Mountpoint for S3 CSI driver (model volumes); its identity reads each runtime's model prefix."""
         self.s3_csi_role = pod_identity_role(self, "S3CsiRole", f"{self.cluster_name}: Mountpoint reads models")
         for runtime in config.runtimes:
             bucket = storage.model_bucket_for(config, runtime.name)
@@ -278,20 +296,30 @@ class Cluster(Construct):
                 )
             )
         self.s3_csi = eks.Addon(self, "S3Csi", cluster=self.cluster, addon_name="aws-mountpoint-s3-csi-driver")
-        self.s3_csi.node.add_dependency(self.system_nodes)
-        self._associate("S3CsiIdentity", "kube-system", S3_CSI_SERVICE_ACCOUNT, self.s3_csi_role)
+        self.s3_csi_identity = self._associate("S3CsiIdentity", "kube-system", S3_CSI_SERVICE_ACCOUNT, self.s3_csi_role)
+        # The driver's pods must not start without their identity (mounts would fail with the node's).
+        self.s3_csi.node.add_dependency(self.system_nodes, self.s3_csi_identity)
 
-        # --- one sd-on-eks release per runtime ------------------------------------------------
+    def _runtime_releases(
+        self,
+        config: Config,
+        layout: ResourceLayout,
+        *,
+        storage: Storage,
+        messaging: Messaging,
+        table: dynamodb.ITable,
+    ) -> None:
+        """One ``helm/sd-on-eks`` release per runtime, each with its own Pod Identity role."""
+        stack = cdk.Stack.of(self)
         self.chart_asset = s3_assets.Asset(self, "SdOnEksChart", path=str(CHART_DIR), exclude=["ci", "*.md"])
-        self.namespace = config.project
+        self.namespace = layout.namespace
         self.runtime_roles: dict[str, iam.Role] = {}
         self.runtime_releases: dict[str, eks.HelmChart] = {}
-        for rq in layout.runtimes:
-            runtime = rq.runtime
+        for release_layout in layout.releases:
+            runtime = release_layout.runtime
             name = runtime.name
             queue = messaging.runtime_queues[name].queue
             model_bucket = storage.model_bucket_for(config, name)
-            service_account = f"{config.project}-{name}"
             role = pod_identity_role(self, f"{name}Role", f"{self.cluster_name}: runtime {name} (queue agent)")
             for statement in runtime_statements(
                 config,
@@ -303,14 +331,14 @@ class Cluster(Construct):
                 model_bucket=model_bucket,
             ):
                 role.add_to_policy(statement)
-            self._associate(f"{name}Identity", self.namespace, service_account, role)
+            identity = self._associate(f"{name}Identity", self.namespace, release_layout.service_account, role)
             self.runtime_roles[name] = role
             release = eks.HelmChart(
                 self,
                 f"{name}Release",
                 cluster=self.cluster,
                 chart_asset=self.chart_asset,
-                release=f"{config.project}-{name}",
+                release=release_layout.release_name,
                 namespace=self.namespace,
                 create_namespace=True,
                 wait=False,
@@ -326,25 +354,39 @@ class Cluster(Construct):
                     model_bucket=model_bucket.bucket_name,
                     cluster_name=self.cluster.cluster_name,
                     node_role=self.node_role.role_name,
-                    service_account=service_account,
                 ),
             )
-            # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first; releases
-            # go one after another (they share the namespace that the first one creates).
+            # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first, and so must
+            # every identity the release's pods use: its own (agent), KEDA's (scaling), the driver's (model
+            # volume). Releases go one after another (they share the namespace the first one creates).
             release.node.add_dependency(self.karpenter, self.keda, self.s3_csi)
+            release.node.add_dependency(identity, self.keda_identity, self.s3_csi_identity)
             if self.runtime_releases:
                 release.node.add_dependency(list(self.runtime_releases.values())[-1])
             self.runtime_releases[name] = release
 
+    def _outputs(self) -> None:
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(
             self,
             "KubeconfigCommand",
-            value=f"aws eks update-kubeconfig --name {self.cluster.cluster_name} --region {stack.region}",
+            value=f"aws eks update-kubeconfig --name {self.cluster.cluster_name} --region {cdk.Stack.of(self).region}",
         )
 
-    def _system_chart(self, cid: str, *, namespace: str, values: dict, **chart: str) -> eks.HelmChart:
-        """A cluster add-on chart: on the system nodes (never the GPU nodes it may manage), after Pod Identity."""
+    def _system_chart(
+        self,
+        cid: str,
+        *,
+        namespace: str,
+        values: dict,
+        identities: list[eks.CfnPodIdentityAssociation],
+        **chart: str,
+    ) -> eks.HelmChart:
+        """A cluster add-on chart: on the system nodes (never the GPU nodes it may manage), after Pod Identity.
+
+        ``identities``: the associations its pods use. A pod that starts before its association runs with
+        the node's role: Karpenter crash-loops, KEDA silently reads nothing and never scales.
+        """
         release = eks.HelmChart(
             self,
             cid,
@@ -356,10 +398,12 @@ class Cluster(Construct):
             values={**values, "nodeSelector": {"sdeks.io/pool": "system"}},
             **chart,
         )
-        release.node.add_dependency(self.pod_identity_agent, self.system_nodes)
+        release.node.add_dependency(self.pod_identity_agent, self.system_nodes, *identities)
         return release
 
-    def _associate(self, cid: str, namespace: str, service_account: str, role: iam.IRole) -> None:
+    def _associate(
+        self, cid: str, namespace: str, service_account: str, role: iam.IRole
+    ) -> eks.CfnPodIdentityAssociation:
         association = eks.CfnPodIdentityAssociation(
             self,
             cid,
@@ -369,167 +413,170 @@ class Cluster(Construct):
             role_arn=role.role_arn,
         )
         association.node.add_dependency(self.pod_identity_agent)
+        return association
 
-    def _karpenter_policy(self, stack: cdk.Stack) -> iam.Policy:
-        """Karpenter v1 controller policy (upstream getting-started CloudFormation), scoped to this cluster."""
-        p, r, a = stack.partition, stack.region, stack.account
-        name = self.cluster_name
-        owned = {f"aws:RequestTag/kubernetes.io/cluster/{name}": "owned", "aws:RequestTag/eks:eks-cluster-name": name}
-        ec2_arn = f"arn:{p}:ec2:{r}"
-        statements = [
-            iam.PolicyStatement(
-                sid="AllowScopedEC2InstanceAccessActions",
-                actions=["ec2:RunInstances", "ec2:CreateFleet"],
-                resources=[
-                    f"{ec2_arn}::image/*",
-                    f"{ec2_arn}::snapshot/*",
-                    f"{ec2_arn}:*:security-group/*",
-                    f"{ec2_arn}:*:subnet/*",
-                    f"{ec2_arn}:*:capacity-reservation/*",
-                ],
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedEC2LaunchTemplateAccessActions",
-                actions=["ec2:RunInstances", "ec2:CreateFleet"],
-                resources=[f"{ec2_arn}:*:launch-template/*"],
-                conditions={
-                    "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+
+def karpenter_controller_policy(
+    scope: Construct, *, cluster_name: str, interruption_queue: sqs.IQueue, node_role: iam.IRole
+) -> iam.Policy:
+    """Karpenter v1 controller policy (upstream getting-started CloudFormation), scoped to this cluster."""
+    stack = cdk.Stack.of(scope)
+    p, r, a = stack.partition, stack.region, stack.account
+    name = cluster_name
+    owned = {f"aws:RequestTag/kubernetes.io/cluster/{name}": "owned", "aws:RequestTag/eks:eks-cluster-name": name}
+    ec2_arn = f"arn:{p}:ec2:{r}"
+    statements = [
+        iam.PolicyStatement(
+            sid="AllowScopedEC2InstanceAccessActions",
+            actions=["ec2:RunInstances", "ec2:CreateFleet"],
+            resources=[
+                f"{ec2_arn}::image/*",
+                f"{ec2_arn}::snapshot/*",
+                f"{ec2_arn}:*:security-group/*",
+                f"{ec2_arn}:*:subnet/*",
+                f"{ec2_arn}:*:capacity-reservation/*",
+            ],
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedEC2LaunchTemplateAccessActions",
+            actions=["ec2:RunInstances", "ec2:CreateFleet"],
+            resources=[f"{ec2_arn}:*:launch-template/*"],
+            conditions={
+                "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
+                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedEC2InstanceActionsWithTags",
+            actions=["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
+            resources=[f"{ec2_arn}:*:{kind}/*" for kind in (*KARPENTER_LAUNCHED_KINDS, "capacity-reservation")],
+            conditions={
+                "StringEquals": owned,
+                "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedResourceCreationTagging",
+            actions=["ec2:CreateTags"],
+            resources=[f"{ec2_arn}:*:{kind}/*" for kind in KARPENTER_LAUNCHED_KINDS],
+            conditions={
+                "StringEquals": {
+                    **owned,
+                    "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
                 },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedEC2InstanceActionsWithTags",
-                actions=["ec2:RunInstances", "ec2:CreateFleet", "ec2:CreateLaunchTemplate"],
-                resources=[f"{ec2_arn}:*:{kind}/*" for kind in (*KARPENTER_LAUNCHED_KINDS, "capacity-reservation")],
-                conditions={
-                    "StringEquals": owned,
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+                "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedResourceTagging",
+            actions=["ec2:CreateTags"],
+            resources=[f"{ec2_arn}:*:instance/*"],
+            conditions={
+                "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
+                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+                "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": name},
+                "ForAllValues:StringEquals": {
+                    "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
                 },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedResourceCreationTagging",
-                actions=["ec2:CreateTags"],
-                resources=[f"{ec2_arn}:*:{kind}/*" for kind in KARPENTER_LAUNCHED_KINDS],
-                conditions={
-                    "StringEquals": {
-                        **owned,
-                        "ec2:CreateAction": ["RunInstances", "CreateFleet", "CreateLaunchTemplate"],
-                    },
-                    "StringLike": {"aws:RequestTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedDeletion",
+            actions=["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
+            resources=[f"{ec2_arn}:*:instance/*", f"{ec2_arn}:*:launch-template/*"],
+            conditions={
+                "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
+                "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowRegionalReadActions",
+            actions=[
+                "ec2:DescribeAvailabilityZones",
+                "ec2:DescribeCapacityReservations",
+                "ec2:DescribeImages",
+                "ec2:DescribeInstances",
+                "ec2:DescribeInstanceTypeOfferings",
+                "ec2:DescribeInstanceTypes",
+                "ec2:DescribeLaunchTemplates",
+                "ec2:DescribeSecurityGroups",
+                "ec2:DescribeSpotPriceHistory",
+                "ec2:DescribeSubnets",
+            ],
+            resources=["*"],
+            conditions={"StringEquals": {"aws:RequestedRegion": r}},
+        ),
+        iam.PolicyStatement(
+            sid="AllowSSMReadActions",
+            actions=["ssm:GetParameter"],
+            resources=[f"arn:{p}:ssm:{r}::parameter/aws/service/*"],
+        ),
+        iam.PolicyStatement(sid="AllowPricingReadActions", actions=["pricing:GetProducts"], resources=["*"]),
+        iam.PolicyStatement(
+            sid="AllowInterruptionQueueActions",
+            actions=["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
+            resources=[interruption_queue.queue_arn],
+        ),
+        iam.PolicyStatement(
+            sid="AllowPassingInstanceRole",
+            actions=["iam:PassRole"],
+            resources=[node_role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}},
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedInstanceProfileCreationActions",
+            actions=["iam:CreateInstanceProfile"],
+            resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
+            conditions={
+                "StringEquals": {**owned, "aws:RequestTag/topology.kubernetes.io/region": r},
+                "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedInstanceProfileTagActions",
+            actions=["iam:TagInstanceProfile"],
+            resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
+            conditions={
+                "StringEquals": {
+                    f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned",
+                    "aws:ResourceTag/topology.kubernetes.io/region": r,
+                    **owned,
+                    "aws:RequestTag/topology.kubernetes.io/region": r,
                 },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedResourceTagging",
-                actions=["ec2:CreateTags"],
-                resources=[f"{ec2_arn}:*:instance/*"],
-                conditions={
-                    "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
-                    "StringEqualsIfExists": {"aws:RequestTag/eks:eks-cluster-name": name},
-                    "ForAllValues:StringEquals": {
-                        "aws:TagKeys": ["eks:eks-cluster-name", "karpenter.sh/nodeclaim", "Name"]
-                    },
+                "StringLike": {
+                    "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
+                    "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
                 },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedDeletion",
-                actions=["ec2:TerminateInstances", "ec2:DeleteLaunchTemplate"],
-                resources=[f"{ec2_arn}:*:instance/*", f"{ec2_arn}:*:launch-template/*"],
-                conditions={
-                    "StringEquals": {f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned"},
-                    "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowScopedInstanceProfileActions",
+            actions=[
+                "iam:AddRoleToInstanceProfile",
+                "iam:RemoveRoleFromInstanceProfile",
+                "iam:DeleteInstanceProfile",
+            ],
+            resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
+            conditions={
+                "StringEquals": {
+                    f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned",
+                    "aws:ResourceTag/topology.kubernetes.io/region": r,
                 },
-            ),
-            iam.PolicyStatement(
-                sid="AllowRegionalReadActions",
-                actions=[
-                    "ec2:DescribeAvailabilityZones",
-                    "ec2:DescribeCapacityReservations",
-                    "ec2:DescribeImages",
-                    "ec2:DescribeInstances",
-                    "ec2:DescribeInstanceTypeOfferings",
-                    "ec2:DescribeInstanceTypes",
-                    "ec2:DescribeLaunchTemplates",
-                    "ec2:DescribeSecurityGroups",
-                    "ec2:DescribeSpotPriceHistory",
-                    "ec2:DescribeSubnets",
-                ],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:RequestedRegion": r}},
-            ),
-            iam.PolicyStatement(
-                sid="AllowSSMReadActions",
-                actions=["ssm:GetParameter"],
-                resources=[f"arn:{p}:ssm:{r}::parameter/aws/service/*"],
-            ),
-            iam.PolicyStatement(sid="AllowPricingReadActions", actions=["pricing:GetProducts"], resources=["*"]),
-            iam.PolicyStatement(
-                sid="AllowInterruptionQueueActions",
-                actions=["sqs:DeleteMessage", "sqs:GetQueueUrl", "sqs:ReceiveMessage"],
-                resources=[self.interruption_queue.queue_arn],
-            ),
-            iam.PolicyStatement(
-                sid="AllowPassingInstanceRole",
-                actions=["iam:PassRole"],
-                resources=[self.node_role.role_arn],
-                conditions={"StringEquals": {"iam:PassedToService": ["ec2.amazonaws.com", "ec2.amazonaws.com.cn"]}},
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedInstanceProfileCreationActions",
-                actions=["iam:CreateInstanceProfile"],
-                resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
-                conditions={
-                    "StringEquals": {**owned, "aws:RequestTag/topology.kubernetes.io/region": r},
-                    "StringLike": {"aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedInstanceProfileTagActions",
-                actions=["iam:TagInstanceProfile"],
-                resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
-                conditions={
-                    "StringEquals": {
-                        f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned",
-                        "aws:ResourceTag/topology.kubernetes.io/region": r,
-                        **owned,
-                        "aws:RequestTag/topology.kubernetes.io/region": r,
-                    },
-                    "StringLike": {
-                        "aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                        "aws:RequestTag/karpenter.k8s.aws/ec2nodeclass": "*",
-                    },
-                },
-            ),
-            iam.PolicyStatement(
-                sid="AllowScopedInstanceProfileActions",
-                actions=[
-                    "iam:AddRoleToInstanceProfile",
-                    "iam:RemoveRoleFromInstanceProfile",
-                    "iam:DeleteInstanceProfile",
-                ],
-                resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
-                conditions={
-                    "StringEquals": {
-                        f"aws:ResourceTag/kubernetes.io/cluster/{name}": "owned",
-                        "aws:ResourceTag/topology.kubernetes.io/region": r,
-                    },
-                    "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
-                },
-            ),
-            iam.PolicyStatement(
-                sid="AllowInstanceProfileReadActions",
-                actions=["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
-                resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
-            ),
-            iam.PolicyStatement(
-                sid="AllowAPIServerEndpointDiscovery",
-                actions=["eks:DescribeCluster"],
-                resources=[f"arn:{p}:eks:{r}:{a}:cluster/{name}"],
-            ),
-        ]
-        policy = iam.Policy(self, "KarpenterControllerPolicy", statements=statements)
-        self.karpenter_policy = policy
-        return policy
+                "StringLike": {"aws:ResourceTag/karpenter.k8s.aws/ec2nodeclass": "*"},
+            },
+        ),
+        iam.PolicyStatement(
+            sid="AllowInstanceProfileReadActions",
+            actions=["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
+            resources=[f"arn:{p}:iam::{a}:instance-profile/*"],
+        ),
+        iam.PolicyStatement(
+            sid="AllowAPIServerEndpointDiscovery",
+            actions=["eks:DescribeCluster"],
+            resources=[f"arn:{p}:eks:{r}:{a}:cluster/{name}"],
+        ),
+    ]
+    return iam.Policy(scope, "KarpenterControllerPolicy", statements=statements)
 
 
 def _sid(name: str) -> str:

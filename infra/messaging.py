@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subs
@@ -71,19 +70,4 @@ class Messaging(Construct):
             enforce_ssl=True,
             removal_policy=RemovalPolicy.DESTROY,
             **props,
-        )
-
-    def grant_consume(self, runtime_name: str, grantee: iam.IGrantable) -> None:
-        """What a runtime's queue agent needs on its own queue, and nothing else."""
-        queue = self.runtime_queues[runtime_name].queue
-        iam.Grant.add_to_principal(
-            grantee=grantee,
-            actions=[
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-                "sqs:GetQueueUrl",
-            ],
-            resource_arns=[queue.queue_arn],
         )

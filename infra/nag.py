@@ -192,6 +192,8 @@ RUNTIME_REASONS = {
 
 
 def _cluster(stack: SdeksStack) -> None:
+    from infra.cluster import NODE_MANAGED_POLICIES  # the cluster module loads only when the stack has one
+
     c = stack.cluster
     eks_cluster = c.cluster
     kubectl = eks_cluster.node.find_child("KubectlProvider")
@@ -214,22 +216,16 @@ def _cluster(stack: SdeksStack) -> None:
         "AmazonEKSClusterPolicy is the documented policy of the EKS cluster service role.",
         ("AmazonEKSClusterPolicy",),
     )
-    node_policies = (
-        "AmazonEKSWorkerNodePolicy",
-        "AmazonEKS_CNI_Policy",
-        "AmazonEC2ContainerRegistryReadOnly",
-        "AmazonSSMManagedInstanceCore",
-    )
     acknowledge_managed_policies(
         c.system_nodes.role,
         "The EKS-documented managed policies of a node role (kubelet, VPC CNI, image pulls).",
-        node_policies,
+        NODE_MANAGED_POLICIES,
     )
     acknowledge_managed_policies(
         c.node_role,
         "The EKS-documented managed policies of a Karpenter node role (kubelet, VPC CNI, image pulls, SSM for"
         " Bottlerocket's control container).",
-        node_policies,
+        NODE_MANAGED_POLICIES,
     )
     acknowledge_wildcards(c.karpenter_policy, c.karpenter_policy.document, KARPENTER_REASONS)
     acknowledge(

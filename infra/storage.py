@@ -7,9 +7,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sdeks.config import Config
-
-CLAIMS_PREFIX = "_claims/"
-"""Where the API stores task bodies too large for SNS (claim check); the agent reads them."""
+from sdeks.contract import CLAIMS_PREFIX  # noqa: F401  infra/api.py still imports it from here; the contract owns it
 
 
 def _private_bucket(scope: Construct, cid: str, **kwargs) -> s3.Bucket:

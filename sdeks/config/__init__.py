@@ -5,13 +5,26 @@ from sdeks.config.layout import (
     TASK_TABLE_TTL_ATTRIBUTE,
     ResourceLayout,
     RuntimeQueues,
+    RuntimeRelease,
     resource_layout,
 )
 from sdeks.config.loader import DEFAULT_CONFIG, ENV_OVERRIDES, ConfigError, load_config, parse_config
-from sdeks.config.schema import Api, Cluster, Config, GpuNodes, Inputs, ModelSource, Output, Runtime, Scaling
+from sdeks.config.schema import (
+    KUBERNETES_VERSIONS,
+    Api,
+    Cluster,
+    Config,
+    GpuNodes,
+    Inputs,
+    ModelSource,
+    Output,
+    Runtime,
+    Scaling,
+)
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "KUBERNETES_VERSIONS",
     "ENV_OVERRIDES",
     "TASK_TABLE_KEY",
     "TASK_TABLE_TTL_ATTRIBUTE",
@@ -26,6 +39,7 @@ __all__ = [
     "ResourceLayout",
     "Runtime",
     "RuntimeQueues",
+    "RuntimeRelease",
     "Scaling",
     "load_config",
     "parse_config",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sdeks.config.layout import resource_layout
 from sdeks.config.schema import Config, Runtime
 
 CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "sd-on-eks"
@@ -18,13 +19,50 @@ CHART_DIR = Path(__file__).resolve().parents[2] / "helm" / "sd-on-eks"
 AGENT_METRICS_PORT = 9095
 RUNTIME_PORT = 8080
 
+CONFIG_SOURCES: dict[str, str] = {
+    "runtime.name": "runtimes[].name",
+    "runtime.type": "runtimes[].type",
+    "runtime.image": "runtimes[].image",
+    "runtime.checkpoint": "runtimes[].model.checkpoint",
+    "agent.image": "agent_image",
+    "agent.allowedInputBuckets": "inputs.allowed_buckets",
+    "agent.allowedInputHosts": "inputs.allowed_hosts",
+    "agent.inputMaxBytes": "inputs.max_bytes",
+    "agent.inputTimeoutSeconds": "inputs.timeout_s",
+    "agent.prefetch": "runtimes[].prefetch",
+    "agent.taskTimeoutSeconds": "runtimes[].task_timeout_s",
+    "models.s3.prefix": "runtimes[].model.prefix",
+    "scaling.minReplicas": "runtimes[].scaling.min_replicas",
+    "scaling.maxReplicas": "runtimes[].scaling.max_replicas",
+    "scaling.queueLength": "runtimes[].scaling.queue_length",
+    "scaling.activationQueueLength": "runtimes[].scaling.activation_queue_length",
+    "scaling.cooldownSeconds": "runtimes[].scaling.cooldown_s",
+    "nodePool.instanceFamilies": "runtimes[].gpu.instance_families",
+    "nodePool.capacityTypes": "runtimes[].gpu.capacity_types",
+    "nodePool.maxGpus": "runtimes[].gpu.max_gpus",
+    "nodePool.amiAlias": "cluster.bottlerocket_alias",
+    "nodePool.tags": "tags",
+}
+"""Chart value ← the config field it is copied from (``runtimes[]`` = the runtime being rendered).
 
-def release_name(config: Config, runtime: Runtime) -> str:
-    """Name of the runtime's helm release and of its objects (Deployment, NodePool, ...): ``<project>-<runtime>``.
+The chart's values.schema.json bounds these values exactly as sdeks/config/schema.py bounds the
+fields (tested both ways in tests/helm/test_values_schema.py), so a config that validates renders,
+and a value the chart rejects is rejected at synth, not in the cluster during ``cdk deploy``.
+A config ``None`` is the chart's ``""`` (helm drops null values).
+"""
 
-    A natural choice for the ServiceAccount (``service_account``) and its Pod Identity association too.
-    """
-    return f"{config.project}-{runtime.name}"
+RESOURCE_VALUES: dict[str, str] = {
+    "agent.queueUrl": "queue_url",
+    "agent.outputBucket": "output_bucket",
+    "agent.resultsTopicArn": "results_topic_arn",
+    "agent.taskTable": "task_table",
+    "aws.region": "region",
+    "models.s3.bucket": "model_bucket",
+    "models.s3.region": "region",
+    "nodePool.clusterName": "cluster_name",
+    "nodePool.nodeRole": "node_role",
+}
+"""Chart value ← the :func:`helm_values` argument naming a resource created outside the chart."""
 
 
 def helm_values(
@@ -39,22 +77,22 @@ def helm_values(
     model_bucket: str,
     cluster_name: str,
     node_role: str,
-    service_account: str,
 ) -> dict[str, Any]:
     """Chart values for ``runtime`` of ``config``.
 
     The keyword arguments are the names of resources created outside the chart (by the CDK
     stack or by hand); they may be CDK tokens, which is why they are passed through untouched.
-    ``service_account`` is the name the EKS Pod Identity association targets; the chart creates
-    the ServiceAccount with that name.
+    Release and ServiceAccount names come from :func:`sdeks.config.resource_layout` (the EKS Pod
+    Identity association targets that ServiceAccount; the chart creates it).
     """
     if runtime not in config.runtimes:
         raise ValueError(f"runtime {runtime.name!r} is not one of the config's runtimes")
+    release = resource_layout(config).release_for(runtime.name)
     inputs = config.inputs
     gpu = runtime.gpu
     scaling = runtime.scaling
     return {
-        "fullnameOverride": release_name(config, runtime),
+        "fullnameOverride": release.release_name,
         "runtime": {
             "name": runtime.name,
             "type": runtime.type,
@@ -78,7 +116,7 @@ def helm_values(
             "metricsPort": AGENT_METRICS_PORT,
         },
         "aws": {"region": region},
-        "serviceAccount": {"create": True, "name": service_account},
+        "serviceAccount": {"create": True, "name": release.service_account},
         "models": {
             "source": "s3",
             "s3": {"bucket": model_bucket, "prefix": runtime.model.prefix, "region": region},

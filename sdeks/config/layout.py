@@ -1,8 +1,9 @@
-"""The resource layout derived from a config: one description for CDK and local mode.
+"""The resource layout derived from a config: one description for CDK, the helm values and local mode.
 
 Names, subscriptions and filter policies are computed here once; the CDK
-constructs and the local provisioner both iterate over this, so local mode
-tests the same topology that ``cdk deploy`` creates.
+constructs, the chart values and the local provisioner all read this, so local
+mode tests the same topology that ``cdk deploy`` creates and no module spells
+``f"{project}-..."`` on its own.
 """
 
 from __future__ import annotations
@@ -25,17 +26,46 @@ class RuntimeQueues:
 
 
 @dataclass(frozen=True)
+class RuntimeRelease:
+    """The runtime's helm release in the cluster and the identity its pods run as."""
+
+    runtime: Runtime
+    release_name: str
+    """Release of ``helm/sd-on-eks``; also the name of its objects (Deployment, NodePool, ...)."""
+    service_account: str
+    """The ServiceAccount the chart creates and the EKS Pod Identity association targets."""
+
+
+@dataclass(frozen=True)
 class ResourceLayout:
     project: str
     tasks_topic_name: str
     results_topic_name: str
     task_table_name: str
     runtimes: tuple[RuntimeQueues, ...]
+    cluster_name: str
+    namespace: str
+    """Kubernetes namespace of the runtime releases."""
+    system_nodegroup_name: str
+    interruption_queue_name: str
+    """Karpenter's spot interruption / rebalance queue."""
+    releases: tuple[RuntimeRelease, ...]
+    local_output_bucket: str
+    """The output bucket in local mode: the configured one, else a name from the project.
+
+    The cloud stack lets CloudFormation name a bucket it creates (names are global).
+    """
 
     def queues_for(self, runtime_name: str) -> RuntimeQueues:
         for queues in self.runtimes:
             if queues.runtime.name == runtime_name:
                 return queues
+        raise KeyError(runtime_name)
+
+    def release_for(self, runtime_name: str) -> RuntimeRelease:
+        for release in self.releases:
+            if release.runtime.name == runtime_name:
+                return release
         raise KeyError(runtime_name)
 
 
@@ -57,4 +87,17 @@ def resource_layout(config: Config) -> ResourceLayout:
             )
             for runtime in config.runtimes
         ),
+        cluster_name=project,
+        namespace=project,
+        system_nodegroup_name=f"{project}-system",
+        interruption_queue_name=f"{project}-karpenter",
+        releases=tuple(
+            RuntimeRelease(
+                runtime=runtime,
+                release_name=f"{project}-{runtime.name}",
+                service_account=f"{project}-{runtime.name}",
+            )
+            for runtime in config.runtimes
+        ),
+        local_output_bucket=config.output.bucket or f"{project}-output",
     )

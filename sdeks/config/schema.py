@@ -7,7 +7,7 @@ loudly instead of silently falling back to a default.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,7 +15,37 @@ from sdeks.contract.content import TASKTYPES_BY_RUNTIME_TYPE, RuntimeType
 from sdeks.contract.task import PREFIX_PATTERN, RUNTIME_NAME_PATTERN
 
 _BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-_HOST_PATTERN = r"^(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"
+_HOST_PATTERN = r"^(\*\.)?([A-Za-z0-9-]+\.)+[A-Za-z][A-Za-z0-9-]*$"
+"""A DNS name, optionally ``*.``-prefixed; the last label starts with a letter, so an IPv4 address never matches."""
+_GPU_FAMILY_PATTERN = r"^[gp][a-z0-9-]+$"
+_RESERVED_TAG_PATTERN = (
+    r"^(kubernetes\.io/cluster/|eks:eks-cluster-name$|karpenter\.sh/nodepool$|karpenter\.sh/nodeclaim$"
+    r"|karpenter\.k8s\.aws/ec2nodeclass$)"
+)
+"""Tag keys Karpenter sets on the nodes it launches itself; a NodePool may not set them."""
+
+
+def _items(pattern: str | None = None, **schema: object) -> dict[str, object]:
+    """JSON Schema of a list field whose items a validator checks (so the error names the list and the reason).
+
+    The validators below enforce exactly this; the schema states it for the chart's values.schema.json,
+    which is tested equal to it (tests/helm/test_values_schema.py).
+    """
+    items: dict[str, object] = {"type": "string", **({"pattern": pattern} if pattern else {})}
+    return {"items": items, "uniqueItems": True, **schema}
+
+
+def _unique(value: list[str]) -> list[str]:
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise ValueError(f"repeated: {', '.join(repeated)}")
+    return value
+
+
+TagKey = Annotated[
+    str, Field(min_length=1, max_length=128, json_schema_extra={"not": {"pattern": _RESERVED_TAG_PATTERN}})
+]
+TagValue = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class _Strict(BaseModel):
@@ -38,9 +68,11 @@ class ModelSource(_Strict):
 
 
 class GpuNodes(_Strict):
-    instance_families: list[str] = Field(default_factory=lambda: ["g5", "g6", "g6e"], min_length=1)
+    instance_families: list[str] = Field(
+        default_factory=lambda: ["g5", "g6", "g6e"], min_length=1, json_schema_extra=_items(_GPU_FAMILY_PATTERN)
+    )
     capacity_types: list[Literal["spot", "on-demand"]] = Field(
-        default_factory=lambda: ["spot", "on-demand"], min_length=1
+        default_factory=lambda: ["spot", "on-demand"], min_length=1, json_schema_extra={"uniqueItems": True}
     )
     max_gpus: int = Field(default=8, ge=1, le=1000, description="Karpenter NodePool limit")
 
@@ -48,9 +80,14 @@ class GpuNodes(_Strict):
     @classmethod
     def _gpu_families(cls, value: list[str]) -> list[str]:
         for family in value:
-            if not family or family[0] not in "gp" or not family.replace("-", "").isalnum():
+            if not re.match(_GPU_FAMILY_PATTERN, family):
                 raise ValueError(f"{family!r} is not a GPU instance family (g4dn, g5, g6, g6e, p4d, ...)")
-        return value
+        return _unique(value)
+
+    @field_validator("capacity_types")
+    @classmethod
+    def _unique_capacity_types(cls, value: list[str]) -> list[str]:
+        return _unique(value)
 
 
 class Scaling(_Strict):
@@ -111,9 +148,15 @@ class Output(_Strict):
 class Inputs(_Strict):
     """What the agent may fetch when a task references an image by URL."""
 
-    allowed_buckets: list[str] = Field(default_factory=list, description="s3:// sources; the output bucket is implied")
+    allowed_buckets: list[str] = Field(
+        default_factory=list,
+        description="s3:// sources; the output bucket is implied",
+        json_schema_extra=_items(_BUCKET_PATTERN),
+    )
     allowed_hosts: list[str] = Field(
-        default_factory=list, description="https:// hosts ('*.example.com' allowed); empty = none"
+        default_factory=list,
+        description="https:// hosts ('*.example.com' allowed); empty = none",
+        json_schema_extra=_items(_HOST_PATTERN),
     )
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
     timeout_s: float = Field(default=10.0, gt=0, le=60)
@@ -124,22 +167,42 @@ class Inputs(_Strict):
         for bucket in value:
             if not re.match(_BUCKET_PATTERN, bucket):
                 raise ValueError(f"{bucket!r} is not a valid bucket name")
-        return value
+        return _unique(value)
 
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, value: list[str]) -> list[str]:
         for host in value:
-            if not re.match(_HOST_PATTERN, host) or host.replace(".", "").isdigit():
+            if not re.match(_HOST_PATTERN, host):
                 raise ValueError(f"{host!r} is not a host name (IP addresses are never allowed)")
-        return value
+        return _unique(value)
+
+
+KUBERNETES_VERSIONS = ("1.35", "1.36")
+"""Versions the stack deploys: in EKS standard support at this release (2026-12) and with a kubectl
+layer pinned in requirements/cdk.txt. Moving on (docs/deploy.md, "Kubernetes versions"): pin the
+next ``aws-cdk.lambda-layer-kubectl-v1N``, add it here, then upgrade one minor version per deploy."""
 
 
 class Cluster(_Strict):
-    kubernetes_version: str = Field(default="1.33", pattern=r"^1\.\d{2}$")
+    kubernetes_version: str = Field(
+        default=KUBERNETES_VERSIONS[-1],
+        description="EKS version; extended support costs about six times the standard control plane price",
+        json_schema_extra={"enum": list(KUBERNETES_VERSIONS)},
+    )
     system_instance_type: str = Field(default="m6i.large")
     system_nodes: int = Field(default=2, ge=1, le=10)
-    bottlerocket_alias: str = Field(default="bottlerocket@v1.45.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+    bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _has_a_kubectl_layer(cls, value: str) -> str:
+        if value not in KUBERNETES_VERSIONS:
+            raise ValueError(
+                f"{value!r} is not a version this project deploys; supported: {', '.join(KUBERNETES_VERSIONS)}"
+                " (each has a kubectl layer and EKS standard support; docs/deploy.md says how to add the next)"
+            )
+        return value
 
 
 class Config(_Strict):
@@ -155,7 +218,7 @@ class Config(_Strict):
     inputs: Inputs = Field(default_factory=Inputs)
     cluster: Cluster = Field(default_factory=Cluster)
     runtimes: list[Runtime] = Field(min_length=1, max_length=20)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, description="on every resource and GPU node")
 
     @field_validator("runtimes")
     @classmethod
@@ -164,6 +227,14 @@ class Config(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"runtime names must be unique; repeated: {', '.join(duplicates)}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_karpenter_may_set(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in value if re.match(_RESERVED_TAG_PATTERN, k))
+        if reserved:
+            raise ValueError(f"tag keys reserved for the nodes' own tags (Karpenter, EKS): {', '.join(reserved)}")
         return value
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -37,15 +37,6 @@ class LocalResources:
     results_topic_arn: str
     task_table: str
     queues: dict[str, QueueRefs] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LocalResources:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["queues"] = {name: QueueRefs(**refs) for name, refs in data.get("queues", {}).items()}
-        return cls(**fields)
 
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sdeks.config import load_config, resource_layout
-from sdeks.config.helm_values import CHART_DIR, helm_values, release_name
+from sdeks.config.helm_values import CHART_DIR, helm_values
 from tests.fixtures.helm import CHART_TEST_VALUES, REPO
 
 TWO_RUNTIMES = REPO / "config" / "two-runtimes.yaml"
@@ -33,7 +33,6 @@ def cloud_values(config_path, runtime_name: str) -> dict[str, Any]:
         model_bucket="sdeks-models-123456789012",
         cluster_name="sdeks",
         node_role="sdeks-gpu-nodes",
-        service_account=release_name(config, runtime),
     )
 
 
@@ -198,7 +197,6 @@ def test_helm_values_rejects_foreign_runtime():
             model_bucket="m",
             cluster_name="c",
             node_role="n",
-            service_account="s",
         )
 
 
@@ -289,6 +287,7 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_TASK_TIMEOUT_S": "300",
         "SDEKS_SHUTDOWN_GRACE_S": "300",
         "SDEKS_AGENT_PORT": "9095",
+        "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",
         "AWS_DEFAULT_REGION": "us-west-2",
         "HOME": "/tmp",
@@ -431,7 +430,7 @@ def test_nodepool_parameters(helm_template):
     discovery = [{"tags": {"karpenter.sh/discovery": "sdeks"}}]
     assert nodeclass["subnetSelectorTerms"] == discovery
     assert nodeclass["securityGroupSelectorTerms"] == discovery
-    assert nodeclass["amiSelectorTerms"] == [{"alias": "bottlerocket@v1.45.0"}]
+    assert nodeclass["amiSelectorTerms"] == [{"alias": "bottlerocket@v1.66.0"}]
 
 
 def test_service_monitor(helm_template):

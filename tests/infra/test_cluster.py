@@ -69,9 +69,10 @@ def test_cluster_version_system_nodes_and_addons(synth_default):
     assert addons == {"eks-pod-identity-agent", "aws-mountpoint-s3-csi-driver"}
 
 
-def test_kubectl_provider_uses_the_v33_layer(synth_default):
+def test_kubectl_provider_uses_the_layer_of_the_cluster_version(synth_default):
     layers = synth_default.resources("AWS::Lambda::LayerVersion")
-    assert any("kubectl" in json.dumps(v["Properties"]).lower() for v in layers.values())
+    version = synth_default.config.cluster.kubernetes_version
+    assert any(f"kubectl {version}" in json.dumps(v["Properties"]).lower() for v in layers.values())
 
 
 def test_karpenter_release_queue_and_rules(synth_default):
@@ -195,3 +196,32 @@ def test_no_wildcard_data_actions_and_no_star_resources_for_data(synth_any):
             if service in DATA_SERVICES and "*" in resources:
                 problems.append(f"{lid}: {action} on Resource '*'")
     assert not problems, "\n".join(problems)
+
+
+def _association_ids(synth) -> dict[tuple[str, str], str]:
+    return {
+        (a["Properties"]["Namespace"], a["Properties"]["ServiceAccount"]): lid
+        for lid, a in synth.resources("AWS::EKS::PodIdentityAssociation").items()
+    }
+
+
+def test_every_release_waits_for_the_identities_its_pods_use(synth_any):
+    """A pod started before its Pod Identity association runs with the node role (issue 14, point 4)."""
+    config = synth_any.config
+    layout = resource_layout(config)
+    ids = _association_ids(synth_any)
+    keda, csi = ids[("keda", "keda-operator")], ids[("kube-system", "s3-csi-driver-sa")]
+    needs = {
+        "karpenter": {ids[("kube-system", "karpenter")]},
+        "keda": {keda},
+        **{r.release_name: {ids[(layout.namespace, r.service_account)], keda, csi} for r in layout.releases},
+    }
+    releases = {r["Properties"]["Release"]: r for r in synth_any.resources(HELM).values()}
+    assert set(releases) == set(needs)
+    for name, associations in needs.items():
+        depends = set(as_list(releases[name].get("DependsOn", [])))
+        assert associations <= depends, f"{name} does not wait for {associations - depends}"
+    addon = next(
+        a for a in synth_any.resources("AWS::EKS::Addon").values() if "mountpoint" in a["Properties"]["AddonName"]
+    )
+    assert csi in as_list(addon.get("DependsOn", []))

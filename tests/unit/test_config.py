@@ -68,6 +68,22 @@ def test_environment_overrides_per_deployment_values():
             "IP addresses are never allowed",
         ),
         ({"runtimes": [{"name": "a"}], "output": {"bucket": "Bad_Bucket"}}, "output.bucket", "pattern"),
+        (
+            {"runtimes": [{"name": "a", "gpu": {"instance_families": ["g5", "g5"]}}]},
+            "runtimes[0].gpu.instance_families",
+            "repeated: g5",
+        ),
+        (
+            {"runtimes": [{"name": "a"}], "tags": {"karpenter.sh/nodepool": "x"}},
+            "tags",
+            "reserved for the nodes' own tags",
+        ),
+        ({"runtimes": [{"name": "a"}], "tags": {"team": ""}}, "tags.team", "at least 1 character"),
+        (
+            {"runtimes": [{"name": "a"}], "inputs": {"allowed_hosts": ["*.example.1"]}},
+            "inputs.allowed_hosts",
+            "IP addresses are never allowed",
+        ),
     ],
 )
 def test_bad_config_names_key_and_reason(data, key, reason):
@@ -89,3 +105,16 @@ def test_unreadable_and_non_yaml_files_fail_clearly(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_config(scalar)
+
+
+def test_layout_names_every_cluster_resource_once():
+    config = load_config(ROOT / "config" / "two-runtimes.yaml", environ={"SDEKS_PROJECT": "team-a"})
+    layout = resource_layout(config)
+    assert (layout.cluster_name, layout.namespace) == ("team-a", "team-a")
+    assert layout.interruption_queue_name == "team-a-karpenter"
+    assert layout.system_nodegroup_name == "team-a-system"
+    assert [r.release_name for r in layout.releases] == ["team-a-sd15", "team-a-comfy"]
+    assert layout.release_for("comfy").service_account == "team-a-comfy"
+    assert layout.local_output_bucket == "team-a-output"
+    with pytest.raises(KeyError):
+        layout.release_for("nope")

@@ -1,4 +1,4 @@
-"""Regenerate v1.33/ from a kubernetes-validate wheel (Apache-2.0): the strict JSON schemas of the
+"""Regenerate v<VERSION>/ from a kubernetes-validate wheel (Apache-2.0): the strict JSON schemas of the
 built-in kinds the chart renders, with _definitions.json pruned to what those kinds reference.
 
 usage: pip download --no-deps kubernetes-validate==1.37.0 -d /tmp/kv
@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-VERSION = "1.33"
+VERSION = "1.36"
 KINDS = [
     "deployment-apps-v1",
     "service-v1",

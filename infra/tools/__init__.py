@@ -1,0 +1,1 @@
+"""Developer tools of the CDK app (no AWS calls)."""
