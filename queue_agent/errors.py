@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+AWS_ERRORS = (ClientError, BotoCoreError)
+"""What a boto3 call raises when AWS (or the network to it) fails."""
+
 
 class TaskError(Exception):
     """Base class; ``reason`` is safe to show a user (no secrets, no image data)."""
@@ -21,3 +26,15 @@ class TransientError(TaskError):
 
 class RuntimeUnavailable(TransientError):  # noqa: N818 (reads better than ...Error)
     """The runtime did not answer at all; the worker waits for /healthz before taking more work."""
+
+
+def aws_code(exc: Exception) -> str:
+    """The AWS error code of a failed call (``NoSuchKey``, ``ServiceUnavailable``), else the exception's name."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "error"))
+    return type(exc).__name__
+
+
+def aws_error(what: str, exc: Exception) -> TransientError:
+    """The one mapping of an AWS failure: transient, with the code and never the request in the reason."""
+    return TransientError(f"{what}: {aws_code(exc)}")

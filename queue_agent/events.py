@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from queue_agent.errors import TransientError
+from queue_agent.errors import AWS_ERRORS, aws_error
 from sdeks.contract import CompletionEvent, Timings
 
 
@@ -55,8 +53,5 @@ class Publisher:
                     "status": {"DataType": "String", "StringValue": status},
                 },
             )
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "error")
-            raise TransientError(f"publishing the completion event failed: {code}") from None
-        except BotoCoreError as exc:
-            raise TransientError(f"publishing the completion event failed: {type(exc).__name__}") from None
+        except AWS_ERRORS as exc:
+            raise aws_error("publishing the completion event failed", exc) from None

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from queue_agent.errors import PermanentError, TransientError
+from queue_agent.errors import AWS_ERRORS, PermanentError, TransientError, aws_code, aws_error
 from sdeks.contract import parse_image_ref
 
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 MAX_REDIRECTS = 3
+UNREADABLE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403"})
+"""S3 answers that retrying cannot change: the input is refused for good."""
 _CHUNK = 64 * 1024
 
 Resolver = Callable[[str, int], list[str]]
@@ -229,13 +229,11 @@ def read_s3(s3: Any, bucket: str, key: str, max_bytes: int, what: str = "input")
         if int(obj.get("ContentLength") or 0) > max_bytes:
             raise PermanentError(f"{what}: s3://{bucket}/{key} exceeds the input limit of {max_bytes} bytes")
         data = obj["Body"].read(max_bytes + 1)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403"):
+    except AWS_ERRORS as exc:
+        code = aws_code(exc)
+        if code in UNREADABLE_CODES:
             raise PermanentError(f"{what}: s3://{bucket}/{key} not readable ({code})") from None
-        raise TransientError(f"{what}: s3 error {code}") from None
-    except BotoCoreError as exc:
-        raise TransientError(f"{what}: s3 error {type(exc).__name__}") from None
+        raise aws_error(f"{what}: s3 error", exc) from None
     if len(data) > max_bytes:
         raise PermanentError(f"{what}: s3://{bucket}/{key} exceeds the input limit of {max_bytes} bytes")
     return data

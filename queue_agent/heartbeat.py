@@ -36,7 +36,6 @@ class Heartbeat(threading.Thread):
         self.held = held
         self.lock = lock
         self.stop = stop
-        self.beats = 0
 
     def run(self) -> None:
         while not self.stop.wait(self.interval_s):
@@ -60,4 +59,3 @@ class Heartbeat(threading.Thread):
                         log.warning("heartbeat refused", extra={"message_id": message_id, "code": failed.get("Code")})
                 except (ClientError, BotoCoreError) as exc:
                     log.warning("heartbeat failed", extra={"error": type(exc).__name__})
-            self.beats += 1

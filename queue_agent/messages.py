@@ -1,12 +1,19 @@
-"""From an SQS message to a :class:`Task`: parse, classify, resolve the claim check.
+"""From an SQS message to a :class:`Job`: validated once, routing included, claim check resolved.
 
-Three outcomes:
+Three outcomes of :func:`parse`:
 
-- :class:`Job` — a valid task, ready to run;
-- :class:`PermanentError` with an id — the message names a task but its content
-  is invalid: the task fails (event, status row) and the message is deleted;
+- a :class:`Job` — a valid task for this runtime, ready to prepare and run;
+- :class:`Rejected` — the message names a task (its :class:`Identity` is known)
+  but the task cannot run: ``error`` is permanent (invalid content, wrong
+  runtime, refused claim check: the task fails and the message is deleted) or
+  transient (S3 trouble resolving a claim check: retried);
 - :class:`Unparseable` — no task id can be trusted: nothing can be announced,
   so the message is left to reach the DLQ after the queue's maxReceiveCount.
+
+The body is validated once, by the contract's models with the routing context
+(``{"runtimes": {name: type}}``), so the contract decides what this runtime
+serves and reports it with a typed error; only a body that fails validation is
+looked at a second time, to salvage the identity its failure is announced under.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
-from queue_agent.errors import PermanentError
+from queue_agent.errors import PermanentError, TaskError
 from queue_agent.fetch import read_s3
 from sdeks.contract import (
-    TASKTYPES_BY_RUNTIME_TYPE,
+    ErrorCode,
+    RuntimeType,
     Task,
     TaskMessage,
     TaskRequest,
@@ -43,6 +51,25 @@ class Unparseable(Exception):  # noqa: N818
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What a failure is announced under: the task id, its runtime, its submission time and context."""
+
+    task_id: str
+    runtime: str
+    submitted_at: datetime | None = None
+    context: JsonValue = None
+
+
+class Rejected(Exception):  # noqa: N818
+    """A message that names a task which cannot run; ``error`` says whether retrying may help."""
+
+    def __init__(self, identity: Identity, error: TaskError) -> None:
+        super().__init__(error.reason)
+        self.identity = identity
+        self.error = error
+
+
 @dataclass
 class Received:
     """One SQS message as the agent holds it."""
@@ -51,19 +78,16 @@ class Received:
     receipt_handle: str
     body: str
     receive_count: int
-    sent_at: float | None = None
     received_at: float = 0.0
 
     @classmethod
     def from_sqs(cls, message: dict[str, Any], now: float) -> Received:
         attrs = message.get("Attributes", {})
-        sent = attrs.get("SentTimestamp")
         return cls(
             message_id=message["MessageId"],
             receipt_handle=message["ReceiptHandle"],
             body=message.get("Body", ""),
             receive_count=int(attrs.get("ApproximateReceiveCount", "1")),
-            sent_at=int(sent) / 1000 if sent and sent.isdigit() else None,
             received_at=now,
         )
 
@@ -87,19 +111,44 @@ class Job:
     def tasktype(self) -> str:
         return self.task.metadata.tasktype
 
-
-@dataclass
-class Identified:
-    """What is known about a message whose task is invalid: enough to announce the failure."""
-
-    task_id: str
-    runtime: str
-    submitted_at: datetime | None
-    context: Any = None
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.task_id, self.runtime, self.submitted_at, self.task.metadata.context)
 
 
-def identify(body: str) -> Identified:
-    """The id/runtime of a message, trusting only well-formed fields; :class:`Unparseable` otherwise."""
+@dataclass(frozen=True)
+class Routing:
+    """Who this agent serves, as the contract's routing validation context."""
+
+    runtime_name: str
+    runtime_type: RuntimeType
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {"runtimes": {self.runtime_name: self.runtime_type}}
+
+    def reason(self, exc: ValidationError, what: str, runtime: str) -> str:
+        """A user-facing reason, mapping the contract's typed routing errors by type, never by text.
+
+        ``runtime`` is the one the message names: a task for another runtime reached this
+        queue (a subscription filter gone wrong), which says more than "unknown runtime".
+        """
+        if any(err["type"] == ErrorCode.UNKNOWN_RUNTIME for err in exc.errors()):
+            return f"task for runtime {runtime!r} delivered to runtime {self.runtime_name!r}"
+        return f"{what}: {summarize(exc)}"
+
+
+@dataclass(frozen=True)
+class ClaimChecks:
+    """Where claim checks may be read from (the output bucket only) and how much of one."""
+
+    s3: Any
+    bucket: str
+    max_bytes: int = 8 * 1024 * 1024
+
+
+def identify(body: str) -> Identity:
+    """The identity of a message, trusting only well-formed fields; :class:`Unparseable` otherwise."""
     try:
         data = json.loads(body)
     except (ValueError, TypeError):
@@ -112,60 +161,57 @@ def identify(body: str) -> Identified:
     runtime = data.get("runtime") if isinstance(data.get("runtime"), str) else ""
     submitted = None
     with contextlib.suppress(ValueError):
-        submitted = datetime.fromisoformat(str(data.get("submitted_at")).replace("Z", "+00:00"))
+        submitted = _aware(datetime.fromisoformat(str(data.get("submitted_at")).replace("Z", "+00:00")))
     context = None
     task = data.get("task")
     if isinstance(task, dict) and isinstance(task.get("metadata"), dict):
         context = task["metadata"].get("context")
-    return Identified(task_id, runtime[:40], submitted, context)
+    return Identity(task_id, runtime[:40], submitted, context)
 
 
-def parse(
-    body: str,
-    *,
-    runtime_name: str,
-    runtime_type: str,
-    s3: Any = None,
-    claim_bucket: str = "",
-    claim_max_bytes: int = 8 * 1024 * 1024,
-) -> Job:
-    """Validate a message into a :class:`Job`, resolving a claim check from the output bucket.
-
-    Raises :class:`Unparseable` or :class:`PermanentError` (invalid task);
-    S3 trouble while resolving raises :class:`TransientError`.
-    """
-    identify(body)  # Unparseable before anything else
+def parse(body: str, routing: Routing, claims: ClaimChecks | None = None) -> Job:
+    """Validate a message into a :class:`Job`; raises :class:`Unparseable` or :class:`Rejected`."""
     try:
-        message = TaskMessage.model_validate_json(body)
+        message = TaskMessage.model_validate_json(body, context=routing.context)
     except ValidationError as exc:
-        raise PermanentError(f"invalid task message: {summarize(exc)}") from None
-    task = message.task
-    if task is None:
-        task = resolve_claim_check(message.claim_check or "", s3, claim_bucket, claim_max_bytes)
-    if task.metadata.id and task.metadata.id != message.id:
-        raise PermanentError(f"task id {task.metadata.id!r} does not match message id {message.id!r}")
-    if message.runtime != runtime_name or task.metadata.runtime != runtime_name:
-        raise PermanentError(f"task for runtime {task.metadata.runtime!r} delivered to runtime {runtime_name!r}")
-    if task.metadata.tasktype not in TASKTYPES_BY_RUNTIME_TYPE[runtime_type]:
-        raise PermanentError(
-            f"runtime {runtime_name!r} is of type {runtime_type!r} and cannot serve tasktype {task.metadata.tasktype!r}"
-        )
-    submitted = message.submitted_at
-    if submitted.tzinfo is None:
-        submitted = submitted.replace(tzinfo=UTC)
-    return Job(task_id=message.id, runtime=message.runtime, submitted_at=submitted, task=task)
+        identity = identify(body)
+        raise Rejected(
+            identity, PermanentError(routing.reason(exc, "invalid task message", identity.runtime))
+        ) from None
+    identity = Identity(
+        message.id,
+        message.runtime,
+        _aware(message.submitted_at),
+        message.task.metadata.context if message.task else None,
+    )
+    try:
+        task = message.task or resolve_claim_check(message.claim_check or "", message.runtime, routing, claims)
+        if task.metadata.id and task.metadata.id != message.id:
+            raise PermanentError(f"task id {task.metadata.id!r} does not match message id {message.id!r}")
+        if task.metadata.runtime != message.runtime:
+            raise PermanentError(
+                f"task for runtime {task.metadata.runtime!r} delivered to runtime {routing.runtime_name!r}"
+            )
+    except TaskError as exc:
+        raise Rejected(identity, exc) from None
+    return Job(task_id=message.id, runtime=message.runtime, submitted_at=_aware(message.submitted_at), task=task)
 
 
-def resolve_claim_check(uri: str, s3: Any, claim_bucket: str, max_bytes: int) -> Task:
+def resolve_claim_check(uri: str, runtime: str, routing: Routing, claims: ClaimChecks | None) -> Task:
     """Read the stored :class:`TaskRequest` a claim check points at (output bucket only)."""
     try:
         ref = parse_image_ref(uri)
     except ValueError as exc:
         raise PermanentError(f"claim check: {exc}") from None
-    if ref.kind != "s3" or ref.bucket != claim_bucket:
+    if claims is None or ref.kind != "s3" or ref.bucket != claims.bucket:
         raise PermanentError("claim check: refused, only the output bucket holds claim checks")
-    raw = read_s3(s3, ref.bucket, ref.key or "", max_bytes, "claim check")
+    raw = read_s3(claims.s3, ref.bucket, ref.key or "", claims.max_bytes, "claim check")
     try:
-        return TaskRequest.model_validate_json(raw).task
+        return TaskRequest.model_validate_json(raw, context=routing.context).task
     except ValidationError as exc:
-        raise PermanentError(f"claim check: invalid task: {summarize(exc)}") from None
+        raise PermanentError(routing.reason(exc, "claim check: invalid task", runtime)) from None
+
+
+def _aware(moment: datetime) -> datetime:
+    """Timestamps without a zone are UTC (the API writes UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,15 +1,17 @@
 """Agent configuration, read from the environment (``SDEKS_*``, ``AWS_*``).
 
-The helm chart and local mode set exactly these names; :func:`env_for` builds
-them for a local stack so tests and ``sdeks local up`` launch the agent the same way.
+The helm chart and local mode (:func:`sdeks.local.agent_env.agent_env`) set
+exactly these names; nothing else configures the agent.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sdeks.contract import RuntimeType
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -19,7 +21,7 @@ class Settings(BaseSettings):
 
     queue_url: str
     runtime_name: str
-    runtime_type: Literal["sdwebui", "comfyui"] = "sdwebui"
+    runtime_type: RuntimeType = "sdwebui"
     runtime_url: str = "http://127.0.0.1:8080"
     runtime_health_path: str | None = Field(
         default=None, description="readiness probe of the runtime; default /healthz (sdwebui), /system_stats (comfyui)"
@@ -67,44 +69,3 @@ class Settings(BaseSettings):
     def input_buckets(self) -> frozenset[str]:
         """Buckets inputs may come from: the configured ones plus the output bucket."""
         return frozenset([*self.allowed_input_buckets, self.output_bucket])
-
-
-def env_for(
-    resources: Any,
-    runtime_name: str,
-    runtime_url: str,
-    runtime_type: str = "sdwebui",
-    *,
-    port: int = 9095,
-    inputs: Any = None,
-    **overrides: Any,
-) -> dict[str, str]:
-    """The environment that launches ``python -m queue_agent`` against a provisioned stack.
-
-    ``resources`` is a :class:`sdeks.local.provision.LocalResources` (or anything with
-    its attributes); ``inputs`` an optional :class:`sdeks.config.Inputs`. ``overrides``
-    are further settings by field name (``wait_time_s=1`` → ``SDEKS_WAIT_TIME_S=1``).
-    """
-    env = {
-        "SDEKS_QUEUE_URL": resources.queues[runtime_name].url,
-        "SDEKS_RUNTIME_NAME": runtime_name,
-        "SDEKS_RUNTIME_TYPE": runtime_type,
-        "SDEKS_RUNTIME_URL": runtime_url,
-        "SDEKS_OUTPUT_BUCKET": resources.output_bucket,
-        "SDEKS_RESULTS_TOPIC_ARN": resources.results_topic_arn,
-        "SDEKS_TASK_TABLE": resources.task_table,
-        "SDEKS_AGENT_PORT": str(port),
-        "AWS_ENDPOINT_URL": resources.aws_endpoint_url,
-        "AWS_REGION": resources.region,
-        "AWS_DEFAULT_REGION": resources.region,
-    }
-    if inputs is not None:
-        env["SDEKS_ALLOWED_INPUT_BUCKETS"] = ",".join(inputs.allowed_buckets)
-        env["SDEKS_ALLOWED_INPUT_HOSTS"] = ",".join(inputs.allowed_hosts)
-        env["SDEKS_INPUT_MAX_BYTES"] = str(inputs.max_bytes)
-        env["SDEKS_INPUT_TIMEOUT_S"] = str(inputs.timeout_s)
-    for name, value in overrides.items():
-        if isinstance(value, (list, tuple)):
-            value = ",".join(value)
-        env[f"SDEKS_{name.upper()}"] = str(value)
-    return env

@@ -1,8 +1,9 @@
 """S3 writes at deterministic keys: a retried task overwrites instead of duplicating.
 
 ``<prefix>/<id>/<id>-<n>.png`` per image, ``<prefix>/<id>/<id>.json`` for the
-runtime's parameters/info, and ``_events/<id>.json`` for the completion event as
-first announced — the commit record that makes re-announcements identical.
+runtime's parameters/info, and :func:`sdeks.contract.event_key` for the
+completion event as first announced — the commit record that makes
+re-announcements identical.
 """
 
 from __future__ import annotations
@@ -10,22 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from queue_agent.errors import AWS_ERRORS, aws_code, aws_error
+from sdeks.contract import event_key, image_key, info_key, s3_uri
 
-from queue_agent.errors import TransientError
-from sdeks.contract import image_key, info_key, s3_uri
-
-
-def event_key(task_id: str) -> str:
-    """Where the announced completion event of a task is kept."""
-    return f"_events/{task_id}.json"
-
-
-def _aws(what: str, exc: Exception) -> TransientError:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "error")
-        return TransientError(f"{what}: {code}")
-    return TransientError(f"{what}: {type(exc).__name__}")
+MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 class Storage:
@@ -46,23 +35,21 @@ class Storage:
             key = info_key(prefix, task_id)
             body = json.dumps(info, separators=(",", ":"), default=str).encode()
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws("storing outputs failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("storing outputs failed", exc) from None
         return uris, s3_uri(self.bucket, key)
 
     def get_event(self, task_id: str) -> bytes | None:
         """The stored event of a task that was already announced, else ``None``."""
         try:
             return self.s3.get_object(Bucket=self.bucket, Key=event_key(task_id))["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        except AWS_ERRORS as exc:
+            if aws_code(exc) in MISSING_CODES:
                 return None
-            raise _aws("reading the stored event failed", exc) from None
-        except BotoCoreError as exc:
-            raise _aws("reading the stored event failed", exc) from None
+            raise aws_error("reading the stored event failed", exc) from None
 
     def put_event(self, task_id: str, body: bytes) -> None:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=event_key(task_id), Body=body, ContentType="application/json")
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws("storing the event failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("storing the event failed", exc) from None

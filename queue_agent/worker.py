@@ -29,21 +29,20 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
 
 from queue_agent import events, messages
 from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
-from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
+from queue_agent.errors import AWS_ERRORS, PermanentError, RuntimeUnavailable, TaskError, TransientError, aws_error
 from queue_agent.fetch import InputFetcher
 from queue_agent.heartbeat import Heartbeat
 from queue_agent.logs import log
-from queue_agent.messages import Job, Received, Unparseable
+from queue_agent.messages import ClaimChecks, Identity, Job, Received, Rejected, Routing, Unparseable
 from queue_agent.metrics import Metrics
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
@@ -68,28 +67,19 @@ class Held:
     msg: Received
     state: str = "preparing"  # preparing → ready → running → finishing
     job: Job | None = None
-    ident: messages.Identified | None = None
+    identity: Identity | None = None
     outcome: str = ""  # success | permanent | transient | skip | replay
     error: TaskError | None = None
     result: RuntimeResult | None = None
     stored_event: bytes | None = None
     started_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def task_id(self) -> str | None:
-        if self.job:
-            return self.job.task_id
-        return self.ident.task_id if self.ident else None
+        return self.identity.task_id if self.identity else None
 
     def fields(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "message_id": self.msg.message_id, "receive_count": self.msg.receive_count}
-
-
-def _aws_error(what: str, exc: Exception) -> TransientError:
-    if isinstance(exc, ClientError):
-        return TransientError(f"{what}: {exc.response.get('Error', {}).get('Code', 'error')}")
-    return TransientError(f"{what}: {type(exc).__name__}")
 
 
 class Agent:
@@ -119,6 +109,8 @@ class Agent:
             settings.runtime_type, settings.runtime_url, settings.task_timeout_s, settings.health_path
         )
         self.metrics = Metrics(settings.runtime_name)
+        self.routing = Routing(settings.runtime_name, settings.runtime_type)
+        self.claims = ClaimChecks(self.s3, settings.output_bucket, settings.claim_check_max_bytes)
 
         self.stopping = threading.Event()
         self.runtime_ready = threading.Event()
@@ -174,7 +166,7 @@ class Agent:
             attrs = self.sqs.get_queue_attributes(QueueUrl=self.settings.queue_url, AttributeNames=["RedrivePolicy"])
             policy = attrs.get("Attributes", {}).get("RedrivePolicy")
             self.max_receive_count = int(json.loads(policy)["maxReceiveCount"]) if policy else None
-        except (ClientError, BotoCoreError, ValueError, KeyError) as exc:
+        except (*AWS_ERRORS, ValueError, KeyError) as exc:
             log.warning("cannot read the queue's redrive policy", extra={"error": type(exc).__name__})
         log.info("queue policy", extra={"max_receive_count": self.max_receive_count})
 
@@ -250,7 +242,7 @@ class Agent:
                     ReceiptHandle=held.msg.receipt_handle,
                     VisibilityTimeout=visibility_s,
                 )
-            except (ClientError, BotoCoreError) as exc:
+            except AWS_ERRORS as exc:
                 log.warning("cannot change visibility", extra={**held.fields(), "error": type(exc).__name__})
 
     # --- receiver ---------------------------------------------------------------
@@ -289,11 +281,11 @@ class Agent:
                     MaxNumberOfMessages=min(10, slots),
                     WaitTimeSeconds=self.settings.wait_time_s,
                     VisibilityTimeout=self.settings.visibility_s,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 )
                 error_pause = 1.0
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("receive failed", extra={"error": _aws_error("receive", exc).reason})
+            except AWS_ERRORS as exc:
+                log.warning("receive failed", extra={"error": aws_error("receive", exc).reason})
                 self.stopping.wait(error_pause)
                 error_pause = min(error_pause * 2, 30.0)
                 continue
@@ -309,21 +301,18 @@ class Agent:
 
     def prepare(self, held: Held) -> None:
         """Parse, resolve, check for an earlier completion, fetch inputs; then queue it for the runner."""
-        s = self.settings
         try:
-            held.ident = messages.identify(held.msg.body)
+            held.job = messages.parse(held.msg.body, self.routing, self.claims)
         except Unparseable as exc:
             self._unparseable(held, exc.reason)
             return
+        except Rejected as exc:
+            held.identity, held.error = exc.identity, exc.error
+            held.outcome = "permanent" if isinstance(exc.error, PermanentError) else "transient"
+            self._to_finisher(held)
+            return
+        held.identity = held.job.identity
         try:
-            held.job = messages.parse(
-                held.msg.body,
-                runtime_name=s.runtime_name,
-                runtime_type=s.runtime_type,
-                s3=self.s3,
-                claim_bucket=s.output_bucket,
-                claim_max_bytes=s.claim_check_max_bytes,
-            )
             stored = self.storage.get_event(held.job.task_id)
             if stored is not None:
                 held.outcome, held.stored_event = "replay", stored
@@ -394,9 +383,9 @@ class Agent:
         try:
             if marking.result() is None:
                 held.outcome, held.result = "skip", None
-        except (ClientError, BotoCoreError) as exc:
+        except AWS_ERRORS as exc:
             if held.outcome == "success":  # a failure is announced anyway; a success needs its row
-                held.outcome, held.error = "transient", _aws_error("status update failed", exc)
+                held.outcome, held.error = "transient", aws_error("status update failed", exc)
         self._to_finisher(held)
 
     # --- finisher ---------------------------------------------------------------
@@ -458,16 +447,15 @@ class Agent:
         log.info("task succeeded", extra={**held.fields(), "images": len(uris), "run_s": round(result.run_s, 3)})
 
     def _fail(self, held: Held) -> None:
-        assert held.error is not None and held.ident is not None
+        assert held.error is not None and held.identity is not None
         reason = held.error.reason
-        job, ident = held.job, held.ident
-        task_id = ident.task_id
-        runtime = job.runtime if job else (ident.runtime or self.settings.runtime_name)
-        context = job.task.metadata.context if job else ident.context
+        task_id = held.identity.task_id
+        runtime = held.identity.runtime or self.settings.runtime_name
+        context = held.identity.context
         try:
             still_open = self.table.mark_failed(task_id, reason)
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws_error("status update failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("status update failed", exc) from None
         if still_open:
             event = events.build_event(
                 task_id=task_id,
@@ -488,7 +476,7 @@ class Agent:
         reason = held.error.reason if held.error else "unknown"
         count = held.msg.receive_count
         mrc = self.max_receive_count
-        if mrc is not None and count >= mrc and held.ident is not None:
+        if mrc is not None and count >= mrc and held.identity is not None:
             self._announce_dlq(held, reason)
             self._release(held, 0)
             return
@@ -499,9 +487,9 @@ class Agent:
 
     def _announce_dlq(self, held: Held, reason: str) -> None:
         """Last delivery: say so, mark failed, leave the message for SQS to move to the DLQ."""
-        ident, job = held.ident, held.job
+        ident = held.identity
         assert ident is not None
-        runtime = job.runtime if job else (ident.runtime or self.settings.runtime_name)
+        runtime = ident.runtime or self.settings.runtime_name
         error = f"moved to the dead-letter queue after {held.msg.receive_count} attempts: {reason}"
         self.metrics.task("dlq")
         log.error("task goes to the DLQ", extra={**held.fields(), "reason": reason})
@@ -512,11 +500,11 @@ class Agent:
                     runtime=runtime,
                     status="failed",
                     attempt=held.msg.receive_count,
-                    context=job.task.metadata.context if job else ident.context,
+                    context=ident.context,
                     error=error,
                 )
                 self.publisher.publish(events.encode(event), runtime, "failed")
-        except (ClientError, BotoCoreError, TransientError) as exc:
+        except (*AWS_ERRORS, TransientError) as exc:
             log.warning("cannot announce the DLQ move", extra={**held.fields(), "error": type(exc).__name__})
 
     def _skip(self, held: Held) -> None:
@@ -534,8 +522,8 @@ class Agent:
                 self.table.mark_succeeded(event.id, event.image_url)
             else:
                 self.table.mark_failed(event.id, event.error or "failed")
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws_error("status update failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("status update failed", exc) from None
         self._delete(held)
         self.metrics.task("skipped")
         log.info("task completed earlier; event re-announced", extra=held.fields())
@@ -543,11 +531,11 @@ class Agent:
     def _mark_succeeded(self, task_id: str, uris: list[str]) -> None:
         try:
             self.table.mark_succeeded(task_id, uris)
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws_error("status update failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("status update failed", exc) from None
 
     def _delete(self, held: Held) -> None:
         try:
             self.sqs.delete_message(QueueUrl=self.settings.queue_url, ReceiptHandle=held.msg.receipt_handle)
-        except (ClientError, BotoCoreError) as exc:
-            raise _aws_error("delete failed", exc) from None
+        except AWS_ERRORS as exc:
+            raise aws_error("delete failed", exc) from None

@@ -1,4 +1,11 @@
-"""Deployment configuration: schema, loader and the derived resource layout."""
+"""Deployment configuration: schema, loader and the derived resource layout.
+
+The loader (and with it YAML) is imported on first use only: the Lambda and the
+queue agent import this package for the resource layout, and must not carry the
+config loader into their processes.
+"""
+
+from typing import Any
 
 from sdeks.config.layout import (
     TASK_TABLE_KEY,
@@ -8,7 +15,6 @@ from sdeks.config.layout import (
     RuntimeRelease,
     resource_layout,
 )
-from sdeks.config.loader import DEFAULT_CONFIG, ENV_OVERRIDES, ConfigError, load_config, parse_config
 from sdeks.config.schema import (
     KUBERNETES_VERSIONS,
     Api,
@@ -45,3 +51,14 @@ __all__ = [
     "parse_config",
     "resource_layout",
 ]
+
+_LOADER_NAMES = frozenset({"DEFAULT_CONFIG", "ENV_OVERRIDES", "ConfigError", "load_config", "parse_config"})
+
+
+def __getattr__(name: str) -> Any:
+    """``from sdeks.config import load_config`` keeps working, loading the loader only then."""
+    if name in _LOADER_NAMES:
+        from sdeks.config import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

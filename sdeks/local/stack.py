@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from queue_agent.settings import env_for as agent_env
 from sdeks.api.environment import api_environment
 from sdeks.config import Config
+from sdeks.local.agent_env import agent_env
 from sdeks.local.provision import provision
 from sdeks.local.state import STATE_DIR, LocalState, RuntimeEndpoints, pid_alive, state_path, write_state
 from sdeks.local.supervisor import Child, ChildFailedError, Supervisor, child_env

@@ -10,10 +10,13 @@ from queue_agent.adapters.comfyui import ComfyUIAdapter
 from queue_agent.adapters.sdwebui import SdWebUIAdapter, build_payload
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
 from queue_agent.fetch import InputFetcher
-from queue_agent.messages import Unparseable, identify, parse
-from queue_agent.settings import Settings, env_for
+from queue_agent.messages import Rejected, Routing, Unparseable, identify, parse
+from queue_agent.settings import Settings
 from queue_agent.worker import backoff_s
+from sdeks.local.agent_env import agent_env
 from tests.fixtures.agent import PNG_B64, PNG_1x1, task_message
+
+SDWEBUI = Routing("sdruntime", "sdwebui")
 
 
 def test_backoff_doubles_and_caps():
@@ -27,16 +30,23 @@ def test_identify_and_parse():
         identify("not json")
     with pytest.raises(Unparseable):
         identify(json.dumps({"id": "../../etc"}))
-    msg = task_message()
-    job = parse(json.dumps(msg), runtime_name="sdruntime", runtime_type="sdwebui")
+    msg = task_message(context={"user": "u1"})
+    job = parse(json.dumps(msg), SDWEBUI)
     assert job.task_id == msg["id"] and job.tasktype == "text-to-image"
-    bad = task_message({"prompt": "x", "steps": 0})
-    with pytest.raises(PermanentError, match="steps"):
-        parse(json.dumps(bad), runtime_name="sdruntime", runtime_type="sdwebui")
-    with pytest.raises(PermanentError, match="cannot serve"):
-        parse(json.dumps(msg), runtime_name="sdruntime", runtime_type="comfyui")
-    with pytest.raises(PermanentError, match="delivered to runtime"):
-        parse(json.dumps(msg), runtime_name="other", runtime_type="sdwebui")
+    assert job.identity.context == {"user": "u1"}
+    bad = task_message({"prompt": "x", "steps": 0}, context="c")
+    with pytest.raises(Rejected, match="steps") as rejected:
+        parse(json.dumps(bad), SDWEBUI)
+    assert isinstance(rejected.value.error, PermanentError)
+    assert rejected.value.identity.task_id == bad["id"] and rejected.value.identity.context == "c"
+    with pytest.raises(Rejected, match="cannot serve") as rejected:
+        parse(json.dumps(msg), Routing("sdruntime", "comfyui"))
+    assert isinstance(rejected.value.error, PermanentError)
+    with pytest.raises(Rejected, match="delivered to runtime") as rejected:
+        parse(json.dumps(msg), Routing("other", "sdwebui"))
+    assert isinstance(rejected.value.error, PermanentError)
+    with pytest.raises(Unparseable):
+        parse("not json", SDWEBUI)
 
 
 class _NoFetch(InputFetcher):
@@ -47,7 +57,7 @@ class _NoFetch(InputFetcher):
 
 
 def _job(content, tasktype):
-    return parse(json.dumps(task_message(content, tasktype=tasktype)), runtime_name="sdruntime", runtime_type="sdwebui")
+    return parse(json.dumps(task_message(content, tasktype=tasktype)), SDWEBUI)
 
 
 def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
@@ -109,7 +119,7 @@ def test_sdwebui_adapter_against_fake_runtime(fake_runtime):
 
 def _pipeline_job(graph):
     msg = task_message(graph, tasktype="pipeline", runtime="comfy")
-    return parse(json.dumps(msg), runtime_name="comfy", runtime_type="comfyui")
+    return parse(json.dumps(msg), Routing("comfy", "comfyui"))
 
 
 GRAPH = {
@@ -137,7 +147,7 @@ def test_comfyui_adapter(fake_runtime):
         adapter.run(job)
 
 
-def test_settings_from_env_for(monkeypatch):
+def test_settings_from_agent_env(monkeypatch):
     class Q:
         url = "http://q"
 
@@ -149,7 +159,7 @@ def test_settings_from_env_for(monkeypatch):
         aws_endpoint_url = "http://127.0.0.1:5000"
         region = "eu-west-1"
 
-    env = env_for(R(), "rt", "http://127.0.0.1:7860", allowed_input_hosts=["a.example.com", "*.b.com"], prefetch=2)
+    env = agent_env(R(), "rt", "http://127.0.0.1:7860", allowed_input_hosts=["a.example.com", "*.b.com"], prefetch=2)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
@@ -157,3 +167,5 @@ def test_settings_from_env_for(monkeypatch):
     assert settings.allowed_input_hosts == ["a.example.com", "*.b.com"]
     assert settings.input_buckets == frozenset({"out"}) and settings.aws_region == "eu-west-1"
     assert settings.health_path == "/healthz"
+    names = {f"SDEKS_{name.upper()}" for name in Settings.model_fields}
+    assert {key for key in env if key.startswith("SDEKS_")} <= names, "local mode sets a name the agent ignores"
