@@ -25,7 +25,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from sdeks.contract import ErrorCode, error_body
-from sdeks.contract.errors import field_path
 
 
 class RuntimeApiError(Exception):
@@ -91,6 +90,20 @@ class ComfyError(BadRequestError):
         self.kind, self.status = kind, status  # type: ignore[misc]  (ComfyUI also answers 429/413 this way)
 
 
+def field_name(loc: tuple[int | str, ...]) -> str:
+    """``("body", "imageList", 0, "data")`` → ``imageList[0].data``; ``(body)`` for the body as a whole.
+
+    Not the contract's ``field_path``: that one drops capitalised parts (pydantic's union
+    member names), and A1111 has capitalised fields (``CLIP_stop_at_last_layers``).
+    The runtime's bodies have no unions, so every part is a field.
+    """
+    loc = loc[1:] if loc[:1] == ("body",) else loc
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
 def from_request_validation(exc: RequestValidationError) -> RuntimeApiError:
     """A typed body that did not validate → 400 (not JSON) or 422 naming every field."""
     errors = exc.errors()
@@ -105,10 +118,8 @@ def from_request_validation(exc: RequestValidationError) -> RuntimeApiError:
         return UnsupportedMediaTypeError("send the JSON body with Content-Type: application/json")
     problems = []
     for err in errors:
-        loc = tuple(err.get("loc", ()))
-        loc = loc[1:] if loc[:1] == ("body",) else loc
         message = str(err["msg"]).removeprefix("Value error, ")
-        problems.append({"field": field_path(loc) or "(body)", "message": message})
+        problems.append({"field": field_name(tuple(err.get("loc", ()))), "message": message})
     return InvalidInputError("; ".join(f"{p['field']}: {p['message']}" for p in problems), problems)
 
 

@@ -133,6 +133,16 @@ def test_input_errors(node, inputs, kind):
     assert body["node_errors"][node]["errors"][0]["type"] == kind
 
 
+def test_bislerp_is_refused_not_rendered_bilinear():
+    wf = default_workflow()
+    wf["20"] = {
+        "class_type": "LatentUpscaleBy",
+        "inputs": {"samples": ["3", 0], "upscale_method": "bislerp", "scale_by": 1.5},
+    }
+    wf["8"]["inputs"]["samples"] = ["20", 0]
+    assert rejected(wf)["node_errors"]["20"]["errors"][0]["type"] == "value_not_in_list"
+
+
 def test_every_sampler_and_scheduler_builds_a_diffusers_scheduler():
     from sd_runtime import CONFIGS_DIR
 
