@@ -1,7 +1,8 @@
 """The inference engine: one loaded model, one worker thread, progress and interrupt.
 
-Independent of any HTTP dialect: the A1111 router (and later a ComfyUI one) turn
-their requests into :class:`GenerationRequest` and await :meth:`Engine.submit`.
+Independent of any HTTP dialect: the A1111 router turns its requests into
+:class:`GenerationRequest` and awaits :meth:`Engine.submit`; the ComfyUI nodes use the
+loaded pipelines (:attr:`Engine.pipes`) on the same worker thread.
 
 Why one thread: a diffusers pipeline is not thread-safe (the scheduler keeps
 per-run state, the tokenizer is shared) and one GPU gains nothing from two

@@ -11,6 +11,7 @@ shapes (no weights are read for that), so nothing is ever fetched from the hub.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,8 @@ from typing import Any, Literal
 from sd_runtime import CONFIGS_DIR
 from sd_runtime.errors import InvalidInputError, NotFoundError
 from sdeks.contract import ErrorCode
+
+log = logging.getLogger("sd_runtime.models")
 
 
 class ModelError(InvalidInputError):
@@ -142,7 +145,7 @@ def config_for_checkpoint(path: Path) -> Path:
             return cfg
     raise ModelError(
         f"no shipped config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
-        f"put a diffusers config directory at {sidecar}",
+        f"put a diffusers config directory {sidecar.name}/ next to it",
     )
 
 
@@ -155,7 +158,7 @@ def _tokenizer_for(config_dir: Path, checkpoint: Path):
             return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
     raise TokenizerMissingError(
         f"no CLIP tokenizer for {checkpoint.name} in {config_dir.name}'s config; "
-        f"put vocab.json and merges.txt into {checkpoint.parent / 'tokenizer'}",
+        "put vocab.json and merges.txt into a tokenizer/ directory next to it",
     )
 
 
@@ -181,6 +184,8 @@ def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelLoadError(f"cannot load {ref.title}: {exc}") from exc
+        # the library's message names files on the server: it goes to the log, the client gets the type
+        log.warning("cannot load %s: %s", ref.title, exc)
+        raise ModelLoadError(f"cannot load {ref.title}: {type(exc).__name__}") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
