@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sd_runtime.app import create_app, default_models_dir, resolve_initial
     from sd_runtime.engine import Engine
-    from sd_runtime.models import ModelError
+    from sd_runtime.errors import RuntimeApiError
 
     models_dir = Path(args.models_dir).resolve() if args.models_dir else default_models_dir(args.model)
     if models_dir is not None and not models_dir.is_dir():
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(models_dir, device=args.device, compile_unet=args.compile)
     try:
         initial = resolve_initial(engine, args.model)
-    except ModelError as exc:
+    except RuntimeApiError as exc:
         print(f"sd_runtime: {exc.message}", file=sys.stderr)
         return 2
     app = create_app(engine, initial)

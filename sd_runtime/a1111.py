@@ -1,7 +1,8 @@
 """The AUTOMATIC1111 ``/sdapi/v1`` dialect over the engine.
 
-Request bodies are validated with the contract's content models (the same ones the
-API front door uses), so a body the API accepted is one the runtime accepts.
+Request bodies are typed FastAPI bodies built on the contract's content models (the
+same ones the API front door uses), so a body the API accepted is one the runtime
+accepts, and the runtime's own ``/docs`` page documents every request.
 Fields the runtime does not implement are accepted, ignored, and listed in
 ``info["ignored_fields"]`` so a caller can see that they had no effect.
 """
@@ -13,12 +14,11 @@ import json
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
-from sd_runtime.errors import ApiError, read_json_object
+from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
 from sd_runtime.samplers import a1111_samplers
 from sd_runtime.upscale import a1111_upscalers, upscale
@@ -57,25 +57,52 @@ _NEUTRAL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def ignored_fields(content: BaseModel, body: dict[str, Any], implemented: set[str]) -> list[str]:
+def _sampler_index_alias(data: Any) -> Any:
+    """A1111 aliases: ``sampler_index`` was the sampler's name before ``sampler_name`` existed."""
+    if isinstance(data, dict) and "sampler_name" not in data and isinstance(data.get("sampler_index"), str):
+        return {**data, "sampler_name": data["sampler_index"]}
+    return data
+
+
+class Txt2ImgBody(Txt2ImgContent):
+    """``POST /sdapi/v1/txt2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
+
+    _alias = model_validator(mode="before")(_sampler_index_alias)
+
+
+class Img2ImgBody(Img2ImgContent):
+    """``POST /sdapi/v1/img2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
+
+    _alias = model_validator(mode="before")(_sampler_index_alias)
+
+
+class OptionsBody(BaseModel):
+    """``POST /sdapi/v1/options``: the options this runtime can change (any other one is a 422 naming it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sd_model_checkpoint: str | None = Field(
+        default=None, min_length=1, max_length=256, description="checkpoint to load (title, name or file name)"
+    )
+
+
+def _sent_value(content: BaseModel, key: str) -> Any:
+    """What the client sent for ``key``: nested models as they were given (unset fields left out)."""
+    value = getattr(content, key) if key in type(content).model_fields else (content.model_extra or {})[key]
+    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
+
+
+def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
     """Fields present in the request that had no effect (non-default values of unimplemented fields)."""
     out = []
-    for key, value in body.items():
+    for key in content.model_fields_set | set(content.model_extra or {}):
         if key in implemented or key == "sampler_index":
             continue
+        value = _sent_value(content, key)
         if key in _NEUTRAL_DEFAULTS and value in (_NEUTRAL_DEFAULTS[key], None):
-            continue
-        if key == "alwayson_scripts" and not value:
             continue
         out.append(key)
     return sorted(out)
-
-
-def _normalize(body: dict[str, Any]) -> dict[str, Any]:
-    """A1111 aliases: ``sampler_index`` was the sampler's name before ``sampler_name`` existed."""
-    if "sampler_name" not in body and isinstance(body.get("sampler_index"), str):
-        body = {**body, "sampler_name": body["sampler_index"]}
-    return body
 
 
 def infotext(req: GenerationRequest, seed: int, model: str) -> str:
@@ -130,35 +157,28 @@ def build_response(
 
 
 def create_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1")
+    router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
 
     async def run(req: GenerationRequest) -> GenerationResult:
         if engine.model is None:
-            raise ApiError(503, "no_model", engine.load_error or "no model loaded yet", {"loading": engine.loading})
+            raise NoModelError(engine.load_error or "no model loaded yet", {"loading": engine.loading})
         return await engine.submit(engine.generate, req)
 
     @router.post("/txt2img")
-    async def txt2img(request: Request) -> JSONResponse:
-        body = _normalize(await read_json_object(request))
-        content = Txt2ImgContent.model_validate(body)
+    async def txt2img(content: Txt2ImgBody) -> dict[str, Any]:
         req = GenerationRequest(**{k: getattr(content, k) for k in GEN_FIELDS}, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
-        payload = await asyncio.to_thread(
-            build_response, req, result, parameters, ignored_fields(content, body, GEN_FIELDS)
-        )
-        return JSONResponse(payload)
+        ignored = ignored_fields(content, GEN_FIELDS)
+        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
 
     @router.post("/img2img")
-    async def img2img(request: Request) -> JSONResponse:
-        body = _normalize(await read_json_object(request))
-        content = Img2ImgContent.model_validate(body)
+    async def img2img(content: Img2ImgBody) -> dict[str, Any]:
         if not content.init_images:
-            raise ApiError(
-                422,
-                "validation_error",
+            raise InvalidInputError(
                 "init_images is required: the runtime accepts inline base64 images only "
                 "(alwayson_scripts.image_link URLs are resolved by the queue agent)",
+                [{"field": "init_images", "message": "required"}],
             )
         inits = [decode_image(v, f"init_images[{i}]") for i, v in enumerate(content.init_images)]
         mask = decode_image(content.mask, "mask", mode="L") if content.mask else None
@@ -175,11 +195,10 @@ def create_router(engine: Engine) -> APIRouter:
         )
         result = await run(req)
         parameters = content.model_dump(mode="json") | {"init_images": None, "mask": None}
-        ignored = ignored_fields(content, body, IMG2IMG_FIELDS)
-        payload = await asyncio.to_thread(build_response, req, result, parameters, ignored)
-        return JSONResponse(payload)
+        ignored = ignored_fields(content, IMG2IMG_FIELDS)
+        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
 
-    def _upscale_one(content: Any, data: str, field: str) -> str:
+    def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
         img = decode_image(data, field)
         out = upscale(
             img,
@@ -192,24 +211,19 @@ def create_router(engine: Engine) -> APIRouter:
         return encode_png(out)
 
     @router.post("/extra-single-image")
-    async def extra_single(request: Request) -> JSONResponse:
-        body = await read_json_object(request)
-        content = ExtraSingleImageContent.model_validate(body)
+    async def extra_single(content: ExtraSingleImageContent) -> dict[str, Any]:
         image = await asyncio.to_thread(_upscale_one, content, content.image, "image")
-        ignored = ignored_fields(content, body, UPSCALE_FIELDS | {"image"})
-        return JSONResponse({"html_info": "", "image": image, "ignored_fields": ignored})
+        ignored = ignored_fields(content, UPSCALE_FIELDS | {"image"})
+        return {"html_info": "", "image": image, "ignored_fields": ignored}
 
     @router.post("/extra-batch-images")
-    async def extra_batch(request: Request) -> JSONResponse:
-        body = await read_json_object(request)
-        content = ExtraBatchImagesContent.model_validate(body)
-
+    async def extra_batch(content: ExtraBatchImagesContent) -> dict[str, Any]:
         def work() -> list[str]:
             return [_upscale_one(content, b.data, f"imageList[{i}].data") for i, b in enumerate(content.imageList)]
 
         images = await asyncio.to_thread(work)
-        ignored = ignored_fields(content, body, UPSCALE_FIELDS | {"imageList"})
-        return JSONResponse({"html_info": "", "images": images, "ignored_fields": ignored})
+        ignored = ignored_fields(content, UPSCALE_FIELDS | {"imageList"})
+        return {"html_info": "", "images": images, "ignored_fields": ignored}
 
     @router.get("/sd-models")
     async def sd_models() -> list[dict[str, Any]]:
@@ -238,37 +252,14 @@ def create_router(engine: Engine) -> APIRouter:
         }
 
     @router.post("/options")
-    async def set_options(request: Request) -> None:
-        body = await read_json_object(request)
-        name = body.get("sd_model_checkpoint")
-        if name is not None:
-            if not isinstance(name, str) or not name.strip():
-                raise ApiError(422, "validation_error", "sd_model_checkpoint must be a non-empty string")
-            await engine.load(name)
+    async def set_options(options: OptionsBody) -> None:
+        if options.sd_model_checkpoint is not None:
+            await engine.load(options.sd_model_checkpoint)
         return None
 
     @router.get("/progress")
     async def progress() -> dict[str, Any]:
-        p = engine.progress
-        frac = p.fraction()
-        elapsed = time.time() - p.started if p.started else 0.0
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        return {
-            "progress": round(frac, 4),
-            "eta_relative": round(eta, 3),
-            "state": {
-                "skipped": False,
-                "interrupted": p.interrupted,
-                "job": p.job,
-                "job_count": p.job_count,
-                "job_timestamp": p.job_timestamp,
-                "job_no": p.job_no,
-                "sampling_step": p.step,
-                "sampling_steps": p.steps,
-            },
-            "current_image": None,
-            "textinfo": None,
-        }
+        return progress_body(engine)
 
     @router.post("/interrupt")
     async def interrupt() -> None:
@@ -281,3 +272,27 @@ def create_router(engine: Engine) -> APIRouter:
         return None
 
     return router
+
+
+def progress_body(engine: Engine) -> dict[str, Any]:
+    """``GET /sdapi/v1/progress``: A1111's shape, from the engine's progress record."""
+    p = engine.progress
+    frac = p.fraction()
+    elapsed = time.time() - p.started if p.started else 0.0
+    eta = elapsed / frac - elapsed if frac > 0 else 0.0
+    return {
+        "progress": round(frac, 4),
+        "eta_relative": round(eta, 3),
+        "state": {
+            "skipped": False,
+            "interrupted": p.interrupted,
+            "job": p.job,
+            "job_count": p.job_count,
+            "job_timestamp": p.job_timestamp,
+            "job_no": p.job_no,
+            "sampling_step": p.step,
+            "sampling_steps": p.steps,
+        },
+        "current_image": None,
+        "textinfo": None,
+    }

@@ -1,6 +1,6 @@
 """``create_app``: the FastAPI application around one :class:`Engine`.
 
-Dialect routers (A1111 now, ComfyUI later) are mounted on the same app and share
+The dialect routers (A1111 and ComfyUI) are mounted on the same app and share
 the engine. The initial model loads on the worker thread after startup, so the
 server answers ``/healthz`` (503 until the model is ready) from the first second.
 """
@@ -13,21 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 
 from sd_runtime import a1111, comfyui
 from sd_runtime.engine import Engine
-from sd_runtime.errors import ApiError, error_response, validation_response
-from sd_runtime.imageio import ImageInputError
-from sd_runtime.models import ModelError, ModelRef
-from sd_runtime.upscale import UpscaleError
+from sd_runtime.errors import RuntimeApiError, handle_error
+from sd_runtime.models import ModelRef
 
 log = logging.getLogger("sd_runtime.app")
-
-_MODEL_ERROR_STATUS = {"unknown_model": 404, "no_model": 503}
 
 
 def create_app(engine: Engine, initial_model: ModelRef | None = None) -> FastAPI:
@@ -42,7 +37,7 @@ def create_app(engine: Engine, initial_model: ModelRef | None = None) -> FastAPI
             async def first_load() -> None:
                 try:
                     await engine.load(initial_model)
-                except ModelError as exc:
+                except RuntimeApiError as exc:
                     log.error("initial model load failed: %s", exc.message)
 
             task = asyncio.create_task(first_load())
@@ -54,30 +49,8 @@ def create_app(engine: Engine, initial_model: ModelRef | None = None) -> FastAPI
     app = FastAPI(title="sdeks sd_runtime", version="1", lifespan=lifespan)
     app.state.engine = engine
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(ValidationError)
-    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
-        return validation_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(422, "validation_error", "invalid request", exc.errors())
-
-    @app.exception_handler(ImageInputError)
-    async def _image(_: Request, exc: ImageInputError) -> JSONResponse:
-        return error_response(422, "invalid_image", str(exc), {"field": exc.field})
-
-    @app.exception_handler(UpscaleError)
-    async def _upscale(_: Request, exc: UpscaleError) -> JSONResponse:
-        return error_response(400 if exc.code == "unknown_upscaler" else 422, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(ModelError)
-    async def _model(_: Request, exc: ModelError) -> JSONResponse:
-        details = exc.details if exc.details is not None else {"available": [r.title for r in engine.models()]}
-        return error_response(_MODEL_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message, details)
+    for error_type in (RuntimeApiError, RequestValidationError):
+        app.add_exception_handler(error_type, handle_error)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

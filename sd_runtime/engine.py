@@ -1,7 +1,8 @@
 """The inference engine: one loaded model, one worker thread, progress and interrupt.
 
-Independent of any HTTP dialect: the A1111 router (and later a ComfyUI one) turn
-their requests into :class:`GenerationRequest` and await :meth:`Engine.submit`.
+Independent of any HTTP dialect: the A1111 router turns its requests into
+:class:`GenerationRequest` and awaits :meth:`Engine.submit`; the ComfyUI nodes use the
+loaded pipelines (:attr:`Engine.pipes`) on the same worker thread.
 
 Why one thread: a diffusers pipeline is not thread-safe (the scheduler keeps
 per-run state, the tokenizer is shared) and one GPU gains nothing from two
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import random
 import threading
 import time
@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sd_runtime.errors import NoModelError
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
-from sd_runtime.samplers import make_scheduler
+from sd_runtime.samplers import a1111_scheduler
+from sdeks.contract import MAX_SEED
 
 log = logging.getLogger("sd_runtime.engine")
 T = TypeVar("T")
-MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Engine:
         import torch
 
         if self.model is None:
-            raise ModelError("no_model", self.load_error or "no model loaded")
+            raise NoModelError(self.load_error or "no model loaded", {"loading": self.loading})
         seed = req.seed if req.seed != -1 else random.randint(0, MAX_SEED)  # noqa: S311 (not crypto)
         all_seeds = [(seed + i) % (MAX_SEED + 1) for i in range(req.batch_size * req.n_iter)]
         if req.mask is not None:
@@ -222,7 +223,7 @@ class Engine:
                 break
             self.progress.job_no, self.progress.step = it, 0
             seeds = all_seeds[it * req.batch_size : (it + 1) * req.batch_size]
-            pipe.scheduler = make_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config))
+            pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config))
             kwargs: dict[str, Any] = {
                 "prompt": [req.prompt] * req.batch_size,
                 "negative_prompt": [req.negative_prompt] * req.batch_size,
@@ -257,7 +258,3 @@ class Engine:
     def shutdown(self) -> None:
         self._interrupt.set()
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}

@@ -11,19 +11,36 @@ shapes (no weights are read for that), so nothing is ever fetched from the hub.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from sd_runtime import CONFIGS_DIR
+from sd_runtime.errors import InvalidInputError, NotFoundError
+from sdeks.contract import ErrorCode
+
+log = logging.getLogger("sd_runtime.models")
 
 
-class ModelError(Exception):
-    """A model cannot be found or loaded; ``details`` lists what is available."""
+class ModelError(InvalidInputError):
+    """A model exists but cannot be used (wrong architecture, missing tokenizer, a failed load)."""
 
-    def __init__(self, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details
+    code = ErrorCode.UNSUPPORTED_MODEL
+
+
+class ModelLoadError(ModelError):
+    code = ErrorCode.MODEL_LOAD_FAILED
+
+
+class TokenizerMissingError(ModelError):
+    code = ErrorCode.TOKENIZER_MISSING
+
+
+class UnknownModelError(NotFoundError):
+    """No model by that name; ``details["available"]`` lists the names that exist."""
+
+    code = ErrorCode.UNKNOWN_MODEL
 
 
 @dataclass(frozen=True)
@@ -89,8 +106,7 @@ def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelR
         return ref
     if models_dir is not None and "/" not in name and (ref := ref_for_path(models_dir / name)):
         return ref
-    raise ModelError(
-        "unknown_model",
+    raise UnknownModelError(
         f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",
         {"available": [r.title for r in known]},
     )
@@ -119,7 +135,7 @@ def config_for_checkpoint(path: Path) -> Path:
         None,
     )
     if conv_in is None or cross is None:
-        raise ModelError("unsupported_model", f"{path.name} is not an SD 1.x checkpoint in the original layout")
+        raise ModelError(f"{path.name} is not an SD 1.x checkpoint in the original layout")
     for cfg in sorted(CONFIGS_DIR.iterdir()):
         unet_cfg = cfg / "unet" / "config.json"
         if not unet_cfg.is_file():
@@ -128,9 +144,8 @@ def config_for_checkpoint(path: Path) -> Path:
         if unet["block_out_channels"][0] == conv_in[0] and unet["cross_attention_dim"] == cross[1]:
             return cfg
     raise ModelError(
-        "unsupported_model",
         f"no shipped config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
-        f"put a diffusers config directory at {sidecar}",
+        f"put a diffusers config directory {sidecar.name}/ next to it",
     )
 
 
@@ -141,10 +156,9 @@ def _tokenizer_for(config_dir: Path, checkpoint: Path):
     for cand in (config_dir / "tokenizer", checkpoint.parent / "tokenizer"):
         if (cand / "vocab.json").is_file() or (cand / "tokenizer.json").is_file():
             return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
-    raise ModelError(
-        "tokenizer_missing",
+    raise TokenizerMissingError(
         f"no CLIP tokenizer for {checkpoint.name} in {config_dir.name}'s config; "
-        f"put vocab.json and merges.txt into {checkpoint.parent / 'tokenizer'}",
+        "put vocab.json and merges.txt into a tokenizer/ directory next to it",
     )
 
 
@@ -170,6 +184,8 @@ def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError("model_load_failed", f"cannot load {ref.title}: {exc}") from exc
+        # the library's message names files on the server: it goes to the log, the client gets the type
+        log.warning("cannot load %s: %s", ref.title, exc)
+        raise ModelLoadError(f"cannot load {ref.title}: {type(exc).__name__}") from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -12,6 +12,8 @@ from typing import Any
 
 from PIL import Image
 
+from sd_runtime.errors import TooLargeError, UnknownUpscalerError
+
 BUILTIN: dict[str, Image.Resampling | None] = {
     "None": None,
     "Lanczos": Image.Resampling.LANCZOS,
@@ -27,12 +29,6 @@ KNOWN_NOT_INSTALLED = (
     "SwinIR 4x",
 )
 MAX_OUTPUT_PIXELS = 8192 * 8192
-
-
-class UpscaleError(ValueError):
-    def __init__(self, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details
 
 
 def installed() -> list[str]:
@@ -60,14 +56,13 @@ def upscale(
 ) -> Image.Image:
     if upscaler not in BUILTIN:
         state = "not installed" if upscaler in KNOWN_NOT_INSTALLED else "unknown"
-        raise UpscaleError(
-            "unknown_upscaler",
+        raise UnknownUpscalerError(
             f"upscaler {upscaler!r} is {state}; installed: {', '.join(installed())}",
             {"available": installed()},
         )
     sw, sh, final = target_size(img.width, img.height, resize_mode, factor, tw, th)
     if max(sw * sh, final[0] * final[1]) > MAX_OUTPUT_PIXELS:
-        raise UpscaleError("too_large", f"output {sw}x{sh} exceeds {MAX_OUTPUT_PIXELS} pixels")
+        raise TooLargeError(f"output {sw}x{sh} exceeds {MAX_OUTPUT_PIXELS} pixels")
     method = BUILTIN[upscaler] or Image.Resampling.LANCZOS  # "None" still honours the requested size
     out = img.resize((sw, sh), method) if (sw, sh) != img.size else img.copy()
     if (sw, sh) != final:

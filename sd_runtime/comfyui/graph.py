@@ -129,8 +129,8 @@ def _combo_extra(name: str, value: Any, state: Any) -> bool:
     return False
 
 
-def validate(prompt: Any, state: Any) -> Plan:
-    """A :class:`Plan` for ``prompt`` or :class:`PromptError` (ComfyUI's ``validate_prompt``)."""
+def _check_nodes(prompt: Any) -> None:
+    """Every node is an object with a known ``class_type``; unknown types are all listed at once."""
     if not isinstance(prompt, dict) or not prompt:
         raise PromptError(_err("invalid_prompt", "Prompt must be a non-empty object of node id → node", ""))
     unknown: dict[str, Any] = {}
@@ -170,131 +170,108 @@ def validate(prompt: Any, state: Any) -> Plan:
             ),
             unknown,
         )
-    outputs = [nid for nid, node in prompt.items() if NODES[node["class_type"]].output_node]
-    if not outputs:
-        raise PromptError(_err("prompt_no_outputs", "Prompt has no outputs", ""))
 
-    errors: dict[str, list[dict[str, Any]]] = {}
-    converted: dict[str, dict[str, Any]] = {}
-    valid: dict[str, bool] = {}
-    visiting: set[str] = set()
 
-    def check(nid: str) -> bool:
-        if nid in valid:
-            return valid[nid]
-        if nid in visiting:
-            errors.setdefault(nid, []).append(
+def _link_error(name: str, value: list[Any], prompt: dict[str, Any], want: Any) -> dict[str, Any] | None:
+    """Why the link ``value`` cannot feed input ``name`` (of type ``want``), or None when it can."""
+    if len(value) != 2 or not isinstance(value[1], int) or isinstance(value[1], bool):
+        return _err(
+            "bad_linked_input",
+            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+            f"{name}",
+            input_name=name,
+            received_value=str(value)[:100],
+        )
+    src, slot = str(value[0]), value[1]
+    if src not in prompt:
+        return _err(
+            "bad_linked_input",
+            f"Input {name} links to node '#{src}', which does not exist",
+            f"{name}: [{value[0]!r}, {slot}]",
+            input_name=name,
+            linked_node=src,
+        )
+    src_def = NODES[prompt[src]["class_type"]]
+    if not 0 <= slot < len(src_def.outputs):
+        return _err(
+            "bad_linked_input",
+            f"Input {name} links to output {slot} of node '#{src}' ({src_def.name}), "
+            f"which has {len(src_def.outputs)} output(s) {list(src_def.outputs)}",
+            f"{name}: [{value[0]!r}, {slot}]",
+            input_name=name,
+            linked_node=src,
+        )
+    got = src_def.outputs[slot]
+    if isinstance(want, str) and want != got:
+        return _err(
+            "return_type_mismatch",
+            "Return type mismatch between linked nodes",
+            f"{name}, received_type({got}) mismatch input_type({want})",
+            input_name=name,
+            received_type=got,
+            linked_node=src,
+        )
+    return None
+
+
+class _Checker:
+    """ComfyUI's recursive input check from each output node: errors per node, converted inputs per node."""
+
+    def __init__(self, prompt: dict[str, Any], state: Any):
+        self.prompt, self.state = prompt, state
+        self.errors: dict[str, list[dict[str, Any]]] = {}
+        self.converted: dict[str, dict[str, Any]] = {}
+        self.valid: dict[str, bool] = {}
+        self.visiting: set[str] = set()
+
+    def check(self, nid: str) -> bool:
+        """Whether node ``nid`` and everything it depends on is valid (memoized)."""
+        if nid in self.valid:
+            return self.valid[nid]
+        if nid in self.visiting:
+            self.errors.setdefault(nid, []).append(
                 _err("dependency_cycle", "Dependency cycle detected", f"node #{nid} depends on itself")
             )
             return False
-        visiting.add(nid)
-        node = prompt[nid]
-        ndef: NodeDef = NODES[node["class_type"]]
-        inputs = node.get("inputs") or {}
+        self.visiting.add(nid)
+        mine, values, ok = self._check_inputs(nid)
+        self.visiting.discard(nid)
+        if mine:
+            self.errors.setdefault(nid, []).extend(mine)
+            ok = False
+        self.converted[nid] = values
+        self.valid[nid] = ok
+        return ok
+
+    def _check_inputs(self, nid: str) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+        """(this node's own errors, its converted inputs, whether its upstream nodes are valid)."""
+        ndef: NodeDef = NODES[self.prompt[nid]["class_type"]]
+        inputs = self.prompt[nid].get("inputs") or {}
         mine: list[dict[str, Any]] = []
-        ok = True
         values: dict[str, Any] = {}
+        upstream_ok = True
         for name in [*ndef.required, *(k for k in ndef.optional if k in inputs)]:
             spec = ndef.input_spec(name)
             assert spec is not None
             if name not in inputs:
-                mine.append(
-                    _err(
-                        "required_input_missing",
-                        "Required input is missing",
-                        f"{name}",
-                        input_name=name,
-                    )
-                )
+                mine.append(_err("required_input_missing", "Required input is missing", f"{name}", input_name=name))
                 continue
             value = inputs[name]
             if is_link(value):
-                if len(value) != 2 or not isinstance(value[1], int) or isinstance(value[1], bool):
-                    mine.append(
-                        _err(
-                            "bad_linked_input",
-                            "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                            f"{name}",
-                            input_name=name,
-                            received_value=str(value)[:100],
-                        )
-                    )
-                    continue
-                src = str(value[0])
-                if src not in prompt:
-                    mine.append(
-                        _err(
-                            "bad_linked_input",
-                            f"Input {name} links to node '#{src}', which does not exist",
-                            f"{name}: [{value[0]!r}, {value[1]}]",
-                            input_name=name,
-                            linked_node=src,
-                        )
-                    )
-                    continue
-                src_def = NODES[prompt[src]["class_type"]]
-                slot = value[1]
-                if not 0 <= slot < len(src_def.outputs):
-                    mine.append(
-                        _err(
-                            "bad_linked_input",
-                            f"Input {name} links to output {slot} of node '#{src}' ({src_def.name}), "
-                            f"which has {len(src_def.outputs)} output(s) {list(src_def.outputs)}",
-                            f"{name}: [{value[0]!r}, {slot}]",
-                            input_name=name,
-                            linked_node=src,
-                        )
-                    )
-                    continue
-                want = spec[0]
-                got = src_def.outputs[slot]
-                if isinstance(want, str) and want != got:
-                    mine.append(
-                        _err(
-                            "return_type_mismatch",
-                            "Return type mismatch between linked nodes",
-                            f"{name}, received_type({got}) mismatch input_type({want})",
-                            input_name=name,
-                            received_type=got,
-                            linked_node=src,
-                        )
-                    )
-                    continue
-                if not check(src):
-                    ok = False
-                values[name] = (src, slot)
+                error = _link_error(name, value, self.prompt, spec[0])
+                if error is None:
+                    upstream_ok = self.check(str(value[0])) and upstream_ok
+                    values[name] = (str(value[0]), value[1])
             else:
-                conv, error = _convert(name, value, spec, state)
-                if error:
-                    mine.append(error)
-                else:
-                    values[name] = conv
-        visiting.discard(nid)
-        if mine:
-            errors.setdefault(nid, []).extend(mine)
-            ok = False
-        converted[nid] = values
-        valid[nid] = ok
-        return ok
+                values[name], error = _convert(name, value, spec, self.state)
+            if error:
+                mine.append(error)
+                values.pop(name, None)
+        return mine, values, upstream_ok
 
-    good: list[str] = []
-    dependents: dict[str, list[str]] = {}
-    for out in outputs:
-        if check(out):
-            good.append(out)
-        # every failing node in this output's subtree lists the output as dependent
-        for nid in _ancestors(out, prompt):
-            if nid in errors:
-                dependents.setdefault(nid, []).append(out)
-    node_errors = {
-        nid: {"errors": errs, "dependent_outputs": dependents.get(nid, []), "class_type": prompt[nid]["class_type"]}
-        for nid, errs in errors.items()
-    }
-    if not good:
-        raise PromptError(
-            _err("prompt_outputs_failed_validation", "Prompt outputs failed validation", _summary(node_errors)),
-            node_errors,
-        )
+
+def _run_order(good: list[str], converted: dict[str, dict[str, Any]]) -> list[str]:
+    """The nodes feeding ``good`` outputs, each after the nodes it links to (depth-first topological order)."""
     order: list[str] = []
     seen: set[str] = set()
 
@@ -309,7 +286,36 @@ def validate(prompt: Any, state: Any) -> Plan:
 
     for out in good:
         visit(out)
-    return Plan(prompt=prompt, outputs=good, order=order, inputs=converted, node_errors=node_errors)
+    return order
+
+
+def validate(prompt: Any, state: Any) -> Plan:
+    """A :class:`Plan` for ``prompt`` or :class:`PromptError` (ComfyUI's ``validate_prompt``)."""
+    _check_nodes(prompt)
+    outputs = [nid for nid, node in prompt.items() if NODES[node["class_type"]].output_node]
+    if not outputs:
+        raise PromptError(_err("prompt_no_outputs", "Prompt has no outputs", ""))
+    checker = _Checker(prompt, state)
+    good: list[str] = []
+    dependents: dict[str, list[str]] = {}
+    for out in outputs:
+        if checker.check(out):
+            good.append(out)
+        # every failing node in this output's subtree lists the output as dependent
+        for nid in _ancestors(out, prompt):
+            if nid in checker.errors:
+                dependents.setdefault(nid, []).append(out)
+    node_errors = {
+        nid: {"errors": errs, "dependent_outputs": dependents.get(nid, []), "class_type": prompt[nid]["class_type"]}
+        for nid, errs in checker.errors.items()
+    }
+    if not good:
+        raise PromptError(
+            _err("prompt_outputs_failed_validation", "Prompt outputs failed validation", _summary(node_errors)),
+            node_errors,
+        )
+    order = _run_order(good, checker.converted)
+    return Plan(prompt=prompt, outputs=good, order=order, inputs=checker.converted, node_errors=node_errors)
 
 
 def _summary(node_errors: dict[str, Any]) -> str:

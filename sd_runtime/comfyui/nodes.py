@@ -19,56 +19,25 @@ image on any device.
 
 from __future__ import annotations
 
-import inspect
-import io
 import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
+
+from sd_runtime import imageio
+from sd_runtime.errors import RuntimeApiError
+from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 MAX_RESOLUTION = 16384
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+"""ComfyUI's own KSampler seed bound (64-bit), not the sdeks contract's A1111 seed bound."""
 MAX_BATCH = 64
 
-# ComfyUI sampler name → (diffusers scheduler class, options)
-SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_ancestral": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpm_2": ("KDPM2DiscreteScheduler", {}),
-    "dpm_2_ancestral": ("KDPM2AncestralDiscreteScheduler", {}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-    "dpmpp_sde": ("DPMSolverSDEScheduler", {}),
-    "ddpm": ("DDPMScheduler", {}),
-    "ddim": ("DDIMScheduler", {"set_alpha_to_one": False}),
-    "uni_pc": ("UniPCMultistepScheduler", {}),
-    "uni_pc_bh2": ("UniPCMultistepScheduler", {"solver_type": "bh2"}),
-}
-# ComfyUI scheduler (sigma schedule) name → diffusers scheduler options; options a
-# scheduler class does not take are dropped (ComfyUI allows any pairing).
-SCHEDULERS: dict[str, dict[str, Any]] = {
-    "normal": {"timestep_spacing": "linspace"},
-    "karras": {"use_karras_sigmas": True},
-    "exponential": {"use_exponential_sigmas": True},
-    "sgm_uniform": {"timestep_spacing": "trailing"},
-    "simple": {"timestep_spacing": "trailing"},
-    "ddim_uniform": {"timestep_spacing": "leading"},
-    "beta": {"use_beta_sigmas": True},
-}
-_SCHED_RESET = (
-    "use_karras_sigmas",
-    "use_exponential_sigmas",
-    "use_beta_sigmas",
-    "algorithm_type",
-    "solver_order",
-    "solver_type",
-)
-UPSCALE_METHODS_LATENT = ["nearest-exact", "bilinear", "area", "bicubic", "bislerp"]
+UPSCALE_METHODS_LATENT = ["nearest-exact", "bilinear", "area", "bicubic"]
+"""ComfyUI's ``bislerp`` is not offered: a workflow naming it is refused rather than silently rendered bilinear."""
 UPSCALE_METHODS_IMAGE = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROP_METHODS = ["disabled", "center"]
 
@@ -206,20 +175,6 @@ def engine_pipes(engine: Any) -> dict[str, Any]:
     return pipes
 
 
-def make_scheduler(sampler_name: str, scheduler: str, base_config: dict[str, Any]) -> Any:
-    """A fresh diffusers scheduler for a ComfyUI (sampler, scheduler) pair on the model's config."""
-    import diffusers
-
-    cls_name, options = SAMPLERS[sampler_name]
-    cls = getattr(diffusers, cls_name)
-    accepted = set(inspect.signature(cls.__init__).parameters)
-    config = {k: v for k, v in base_config.items() if k not in _SCHED_RESET}
-    extra = {k: v for k, v in {**options, **SCHEDULERS[scheduler]}.items() if k in accepted}
-    if "timestep_spacing" in extra and extra["timestep_spacing"] == "leading":
-        config.setdefault("steps_offset", 1)
-    return cls.from_config(config, **extra)
-
-
 def steps_for_denoise(steps: int, denoise: float) -> int:
     """The diffusers ``num_inference_steps`` whose last ``steps`` steps are ComfyUI's partial denoise."""
     if denoise >= 1.0:
@@ -232,12 +187,7 @@ def steps_for_denoise(steps: int, denoise: float) -> int:
 
 def png_bytes(img: Image.Image, prompt: dict[str, Any] | None) -> bytes:
     """PNG with ComfyUI's ``prompt`` text chunk (the API-format workflow that made it)."""
-    info = PngImagePlugin.PngInfo()
-    if prompt is not None:
-        info.add_text("prompt", json.dumps(prompt))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=info, compress_level=4)
-    return buf.getvalue()
+    return imageio.png_bytes(img, {"prompt": json.dumps(prompt)} if prompt is not None else None, compress_level=4)
 
 
 def image_to_pil(images: Any) -> list[Image.Image]:
@@ -300,11 +250,8 @@ def _resize(t: Any, width: int, height: int, method: str, crop: str) -> Any:
             img = Image.fromarray(arr).resize((width, height), Image.Resampling.LANCZOS)
             out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
         return torch.stack(out)
-    mode = {"nearest-exact": "nearest-exact", "bilinear": "bilinear", "area": "area", "bicubic": "bicubic"}.get(
-        method, "bilinear"
-    )
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    return torch.nn.functional.interpolate(t, size=(height, width), mode=mode, **kwargs)
+    kwargs = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+    return torch.nn.functional.interpolate(t, size=(height, width), mode=method, **kwargs)
 
 
 # ---- node implementations ---------------------------------------------------------
@@ -402,7 +349,7 @@ def ksampler(
             prompt_embeds=pos,
             negative_prompt_embeds=neg,
             image=samples.to(device=device, dtype=dtype),
-            strength=min(1.0, denoise),
+            strength=denoise,
             num_inference_steps=steps_for_denoise(steps, denoise),
             guidance_scale=cfg,
             generator=generator,
@@ -454,10 +401,9 @@ def load_image(ctx: Context, image: str) -> tuple:
     if data is None:
         raise NodeExecutionError(f"image {image!r} was not uploaded (POST /upload/image) and is not base64")
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise NodeExecutionError(f"image {image[:64]!r} is not a decodable image ({type(exc).__name__})") from None
+        img = imageio.open_image(data, "image", mode=None)
+    except RuntimeApiError as exc:
+        raise NodeExecutionError(f"image {image[:64]!r}: {exc.message}") from None
     return pil_to_image(img)
 
 
@@ -465,16 +411,14 @@ def latent_upscale(ctx: Context, samples: dict[str, Any], upscale_method: str, w
     s = samples["samples"]
     w, h = _target_size(width, height, s.shape[3] * 8, s.shape[2] * 8)
     check_size(w, h, s.shape[0])
-    method = "bilinear" if upscale_method == "bislerp" else upscale_method
-    return ({**samples, "samples": _resize(s, max(1, w // 8), max(1, h // 8), method, crop)},)
+    return ({**samples, "samples": _resize(s, max(1, w // 8), max(1, h // 8), upscale_method, crop)},)
 
 
 def latent_upscale_by(ctx: Context, samples: dict[str, Any], upscale_method: str, scale_by: float):
     s = samples["samples"]
     w, h = max(1, round(s.shape[3] * scale_by)), max(1, round(s.shape[2] * scale_by))
     check_size(w * 8, h * 8, s.shape[0])
-    method = "bilinear" if upscale_method == "bislerp" else upscale_method
-    return ({**samples, "samples": _resize(s, w, h, method, "disabled")},)
+    return ({**samples, "samples": _resize(s, w, h, upscale_method, "disabled")},)
 
 
 def image_scale(ctx: Context, image: Any, upscale_method: str, width: int, height: int, crop: str):
@@ -570,8 +514,8 @@ NODES: dict[str, NodeDef] = {
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
                 "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "sampler_name": (list(SAMPLERS), {}),
-                "scheduler": (list(SCHEDULERS), {}),
+                "sampler_name": (list(COMFY_SAMPLERS), {}),
+                "scheduler": (list(COMFY_SCHEDULERS), {}),
                 "positive": ("CONDITIONING", {}),
                 "negative": ("CONDITIONING", {}),
                 "latent_image": ("LATENT", {}),

@@ -29,6 +29,13 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NO_MODEL = "no_model"
+    UNKNOWN_MODEL = "unknown_model"
+    UNSUPPORTED_MODEL = "unsupported_model"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    TOKENIZER_MISSING = "tokenizer_missing"
+    INVALID_IMAGE = "invalid_image"
+    UNKNOWN_UPSCALER = "unknown_upscaler"
+    TOO_LARGE = "too_large"
     AWS_UNAVAILABLE = "aws_unavailable"
     INTERNAL_ERROR = "internal_error"
     # answered by API Gateway itself (gateway responses), before the handler runs

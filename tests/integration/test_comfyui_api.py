@@ -236,6 +236,11 @@ def test_prompt_without_outputs_or_body(client):
     assert client.post("/prompt", json={"prompt": wf}).json()["error"]["type"] == "prompt_no_outputs"
     assert client.post("/prompt", json={}).json()["error"]["type"] == "no_prompt"
     assert client.post("/prompt", content=b"{oops").status_code == 400
+    # a field ComfyUI clients may send but this runtime does not implement is refused, naming it
+    resp = client.post("/prompt", json={"prompt": default_workflow(), "partial_execution_targets": ["9"]})
+    assert resp.status_code == 400 and "partial_execution_targets" in resp.json()["error"]["message"]
+    resp = client.post("/prompt", json={"prompt": default_workflow(), "number": "first"})
+    assert resp.status_code == 400 and "number" in resp.json()["error"]["message"]
 
 
 def test_websocket_progress_messages_arrive_in_order(sd_runtime_url, client):

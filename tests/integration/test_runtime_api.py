@@ -193,6 +193,46 @@ def test_invalid_json_is_400(sd_runtime_url: str) -> None:
     assert_4xx(r, 400, "invalid_json")
 
 
+def test_json_without_content_type_is_refused_not_parsed(sd_runtime_url: str) -> None:
+    """A browser's "simple request" (no JSON Content-Type) cannot start a job: 415, not a silent parse."""
+    r = httpx.post(f"{sd_runtime_url}/sdapi/v1/txt2img", content=json.dumps(BASE).encode(), timeout=10)
+    body = assert_4xx(r, 415, "unsupported_media_type")
+    assert "application/json" in body["error"]["message"]
+
+
+def test_unsupported_option_is_a_422_naming_it(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd", "CLIP_stop_at_last_layers": 2})
+    body = assert_4xx(r, 422, "validation_error")
+    problem = {"field": "CLIP_stop_at_last_layers", "message": "Extra inputs are not permitted"}
+    assert body["error"]["details"] == [problem]
+    assert httpx.get(f"{sd_runtime_url}/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-sd"
+
+
+def test_sampler_index_names_the_sampler(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "steps": 2, "sampler_index": "DDIM"})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["sampler_name"] == "DDIM"
+
+
+def test_openapi_documents_the_request_bodies(sd_runtime_url: str) -> None:
+    spec = httpx.get(f"{sd_runtime_url}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+
+    def body_schema(path: str) -> dict:
+        ref = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        return schemas[ref.rsplit("/", 1)[1]]
+
+    txt2img = body_schema("/sdapi/v1/txt2img")
+    assert {"prompt", "steps", "width", "sampler_name", "seed"} <= set(txt2img["properties"])
+    assert txt2img["properties"]["sampler_name"]["enum"] == list(SAMPLERS)
+    assert txt2img["properties"]["steps"]["maximum"] == 150
+    assert "init_images" in body_schema("/sdapi/v1/img2img")["properties"]
+    assert "image" in body_schema("/sdapi/v1/extra-single-image")["properties"]
+    assert "sd_model_checkpoint" in body_schema("/sdapi/v1/options")["properties"]
+    assert {"prompt", "client_id", "prompt_id"} <= set(body_schema("/prompt")["properties"])
+    assert httpx.get(f"{sd_runtime_url}/docs").status_code == 200
+
+
 def test_sampler_error_lists_supported(sd_runtime_url: str) -> None:
     r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "sampler_name": "PLMS"})
     message = assert_4xx(r, 422)["error"]["message"]

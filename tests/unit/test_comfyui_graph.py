@@ -11,10 +11,12 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
-from sd_runtime.comfyui.api import FileStore, decode_base64_image
+from sd_runtime.comfyui.files import FileStore
 from sd_runtime.comfyui.graph import PromptError, validate
-from sd_runtime.comfyui.nodes import NODES, SAMPLERS, SCHEDULERS, make_scheduler, steps_for_denoise
+from sd_runtime.comfyui.nodes import NODES, steps_for_denoise
+from sd_runtime.imageio import inline_bytes
 from sd_runtime.models import ModelRef
+from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 from tests.integration.test_comfyui_api import default_workflow, img2img_workflow
 
 
@@ -131,14 +133,24 @@ def test_input_errors(node, inputs, kind):
     assert body["node_errors"][node]["errors"][0]["type"] == kind
 
 
+def test_bislerp_is_refused_not_rendered_bilinear():
+    wf = default_workflow()
+    wf["20"] = {
+        "class_type": "LatentUpscaleBy",
+        "inputs": {"samples": ["3", 0], "upscale_method": "bislerp", "scale_by": 1.5},
+    }
+    wf["8"]["inputs"]["samples"] = ["20", 0]
+    assert rejected(wf)["node_errors"]["20"]["errors"][0]["type"] == "value_not_in_list"
+
+
 def test_every_sampler_and_scheduler_builds_a_diffusers_scheduler():
     from sd_runtime import CONFIGS_DIR
 
     config = json.loads((CONFIGS_DIR / "tiny-sd" / "scheduler" / "scheduler_config.json").read_text())
-    for sampler in SAMPLERS:
-        for scheduler in SCHEDULERS:
+    for sampler in COMFY_SAMPLERS:
+        for scheduler in COMFY_SCHEDULERS:
             sched = make_scheduler(sampler, scheduler, config)
-            assert type(sched).__name__ == SAMPLERS[sampler][0]
+            assert type(sched).__name__ == COMFY_SAMPLERS[sampler][0]
     assert make_scheduler("dpmpp_2m", "karras", config).config.use_karras_sigmas is True
     assert make_scheduler("euler", "normal", config).config.timestep_spacing == "linspace"
 
@@ -165,5 +177,5 @@ def test_file_store_bounds_names_and_inputs():
     assert store.load_input("sub/a.png") == png()
     assert store.load_input("a.png [output]") is None
     assert store.load_input(base64.b64encode(png()).decode()) == png()
-    assert decode_base64_image(base64.b64encode(b"not an image at all, just bytes").decode()) is None
-    assert decode_base64_image("data:text/plain,hello") is None
+    assert inline_bytes(base64.b64encode(b"not an image at all, just bytes").decode()) is None
+    assert inline_bytes("data:text/plain,hello") is None

@@ -8,16 +8,17 @@ from pathlib import Path
 import pytest
 
 from sd_runtime import CONFIGS_DIR
-from sd_runtime.models import ModelError, discover, resolve
-from sd_runtime.samplers import SAMPLER_MAP, a1111_samplers, make_scheduler
-from sd_runtime.upscale import UpscaleError, target_size, upscale
+from sd_runtime.errors import TooLargeError, UnknownUpscalerError
+from sd_runtime.models import UnknownModelError, discover, resolve
+from sd_runtime.samplers import A1111_SAMPLERS, a1111_samplers, a1111_scheduler
+from sd_runtime.upscale import target_size, upscale
 from sdeks.contract import SAMPLERS
 
 SCHED_CONFIG = json.loads((CONFIGS_DIR / "tiny-sd" / "scheduler" / "scheduler_config.json").read_text())
 
 
 def test_every_contract_sampler_is_mapped() -> None:
-    assert set(SAMPLER_MAP) == set(SAMPLERS)
+    assert set(A1111_SAMPLERS) == set(SAMPLERS)
     assert [s["name"] for s in a1111_samplers()] == list(SAMPLERS)
 
 
@@ -35,8 +36,8 @@ def test_every_contract_sampler_is_mapped() -> None:
         ("Heun", "HeunDiscreteScheduler", {}),
     ],
 )
-def test_make_scheduler(name: str, cls: str, attrs: dict) -> None:
-    sched = make_scheduler(name, SCHED_CONFIG)
+def test_a1111_scheduler(name: str, cls: str, attrs: dict) -> None:
+    sched = a1111_scheduler(name, SCHED_CONFIG)
     assert type(sched).__name__ == cls
     for key, value in attrs.items():
         assert sched.config[key] == value
@@ -45,8 +46,8 @@ def test_make_scheduler(name: str, cls: str, attrs: dict) -> None:
 
 
 def test_karras_option_does_not_leak_between_samplers() -> None:
-    karras = make_scheduler("DPM++ 2M Karras", SCHED_CONFIG)
-    plain = make_scheduler("DPM++ 2M", dict(karras.config))
+    karras = a1111_scheduler("DPM++ 2M Karras", SCHED_CONFIG)
+    plain = a1111_scheduler("DPM++ 2M", dict(karras.config))
     assert plain.config["use_karras_sigmas"] is False
 
 
@@ -104,12 +105,12 @@ def test_upscale_sizes(size: tuple, mode: int, factor: float, wh: tuple, expecte
 def test_upscale_refuses_unknown_and_huge() -> None:
     from PIL import Image
 
-    with pytest.raises(UpscaleError, match="not installed"):
+    with pytest.raises(UnknownUpscalerError, match="not installed"):
         upscale(Image.new("RGB", (8, 8)), "SwinIR 4x", 0, 2.0)
-    with pytest.raises(UpscaleError, match="unknown"):
+    with pytest.raises(UnknownUpscalerError, match="unknown"):
         upscale(Image.new("RGB", (8, 8)), "Bogus", 0, 2.0)
     assert target_size(2048, 2048, 0, 8.0, None, None)[0] == 16384
-    with pytest.raises(UpscaleError, match="exceeds"):
+    with pytest.raises(TooLargeError, match="exceeds"):
         upscale(Image.new("RGB", (2048, 2048)), "Nearest", 0, 8.0)
 
 
@@ -124,7 +125,7 @@ def test_model_discovery_and_resolution(tmp_path: Path) -> None:
     assert resolve("v1-5", tmp_path, refs).title == "v1-5.safetensors"  # model_name, like A1111
     assert resolve("v1-5.safetensors [6ce0161689]", tmp_path, refs).kind == "single_file"
     assert resolve(str(tmp_path / "mydiff"), tmp_path, refs).kind == "diffusers"
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(UnknownModelError) as err:
         resolve("ignored.ckpt", tmp_path, refs)
     assert err.value.details == {"available": ["mydiff", "v1-5.safetensors"]}
 
