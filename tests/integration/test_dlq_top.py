@@ -102,6 +102,15 @@ def test_dlq_list_shows_each_task_with_its_last_error_and_consumes_nothing(stack
     assert len(dlq_entries(root)) == 2, "listing twice in a row sees the same messages: nothing was consumed"
 
 
+def test_top_once_shows_queue_and_dlq_depth_per_runtime(stack):
+    root, _ = stack
+    frame = top_frame(root)
+    assert "sdeks top — the local stack" in frame
+    waiting, in_flight, delayed, dlq = runtime_row(frame, "sdruntime")[1:5]
+    assert dlq == "2", "the two dead-lettered messages of the test above"
+    assert (waiting, in_flight, delayed) == ("0", "0", "0")
+
+
 def test_redrive_one_task_by_id_runs_it_and_leaves_the_rest(stack):
     root, state = stack
     result = sdeks(root, "dlq", "redrive", "--runtime", "sdruntime", "--id", "dlq-listed", check=True)
@@ -146,3 +155,57 @@ def test_without_a_local_stack_the_commands_say_what_to_do(tmp_path):
     result = sdeks(tmp_path, "dlq", "list", "--runtime", "sdruntime")
     assert result.returncode == 1
     assert "no local stack is running here" in result.stderr
+
+
+# --- sdeks top ------------------------------------------------------------------------------------
+
+
+def top_frame(root: Path) -> str:
+    return sdeks(root, "top", "--once", check=True).stdout
+
+
+def runtime_row(frame: str, runtime: str) -> list[str]:
+    """The cells of ``runtime``'s line in the runtimes table of a frame."""
+    for line in frame.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells and cells[0] == runtime:
+            return cells
+    raise AssertionError(f"no row for {runtime} in:\n{frame}")
+
+
+def section(frame: str, title: str) -> str:
+    """The lines of a frame from the table titled ``title`` up to the next title."""
+    lines = frame.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith(title))
+    end = next((n for n in range(start + 1, len(lines)) if lines[n][:1].isalpha()), len(lines))
+    return "\n".join(lines[start:end])
+
+
+def test_top_shows_a_running_task_with_progress_then_its_latencies(stack):
+    root, state = stack
+    sdeks(root, "submit", "--prompt", "a slow one", "--steps", "40", "--size", "256", "--id", "top-long", check=True)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while time.monotonic() < deadline:
+        running = section(top_frame(root), "running now")
+        if "top-long" in running and "%" in running:
+            seen = running
+            break
+        time.sleep(0.2)
+    assert seen, "top never showed the task running with its progress"
+    line = next(line for line in seen.splitlines() if "top-long" in line)
+    cells = [c.strip() for c in line.split("│")[1:-1]]
+    assert cells[1:3] == ["sdruntime", "1"]
+    assert 0 <= int(cells[4].rstrip("%")) <= 100
+
+    wait_status(state, "top-long", "succeeded")
+    frame = top_frame(root)
+    assert "top-long" not in section(frame, "running now")
+    finished = next(line for line in section(frame, "recently finished").splitlines() if "top-long" in line)
+    cells = [c.strip() for c in finished.split("│")[1:-1]]
+    assert cells[1:3] == ["sdruntime", "succeeded"]
+    queue_wait, run, total = (float(c.rstrip("s")) for c in cells[3:6])
+    assert run > 0 and total >= run + queue_wait - 0.01
+    row = runtime_row(frame, "sdruntime")
+    assert int(row[5]) >= 1, "ok/min counts the task that just finished"
+    assert row[7] != "-" and row[8] != "-", "p50/p95 of end-to-end time"
