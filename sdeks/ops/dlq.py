@@ -10,8 +10,8 @@ task's status row to ``queued`` (never a row that already ``succeeded``). Two wa
   server-side; used for a whole DLQ on AWS;
 - **receive/send/delete loop**: one message at a time, send before delete, so a
   crash duplicates rather than loses (the agent is idempotent per task id); used
-  for ``--id`` (a move task cannot select messages) and on endpoints without
-  move tasks (moto, hence local mode).
+  for ``--id`` (a move task cannot select messages) and on endpoints other than
+  AWS's own (moto, hence local mode, has no move tasks).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -168,7 +169,7 @@ class DeadLetters:
 
     def redrive(self, task_ids: set[str] | None = None, method: RedriveMethod = "auto") -> RedriveResult:
         """Move dead-lettered tasks back to the queue (all, or those in ``task_ids``); reset their rows."""
-        if task_ids is None and method in ("auto", "move-task") and (method == "move-task" or not self.target.local):
+        if task_ids is None and (method == "move-task" or (method == "auto" and _is_aws(self.sqs))):
             try:
                 return self._redrive_by_move_task()
             except ClientError as exc:
@@ -230,6 +231,12 @@ class DeadLetters:
                 return False
             raise
         return True
+
+
+def _is_aws(client: Any) -> bool:
+    """Whether ``client`` talks to AWS itself (moto, LocalStack and other look-alikes lack move tasks)."""
+    host = urlsplit(client.meta.endpoint_url).hostname or ""
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn"))
 
 
 def _sendable(attributes: dict[str, Any]) -> dict[str, Any]:

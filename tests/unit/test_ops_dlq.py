@@ -34,9 +34,9 @@ class Rows:
         row.pop("error", None)
 
 
-def target(rows: dict[str, dict], local: bool = False) -> tuple[OpsTarget, Stubber]:
-    sqs = boto3.client("sqs", region_name="us-east-1")
-    target = OpsTarget("test", sqs, None, Rows(rows), "bucket", {"rt": RuntimeRef("rt", QUEUE, DLQ)}, local=local)
+def target(rows: dict[str, dict], endpoint: str = "https://sqs.us-east-1.amazonaws.com") -> tuple[OpsTarget, Stubber]:
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+    target = OpsTarget("test", sqs, None, Rows(rows), "bucket", {"rt": RuntimeRef("rt", QUEUE, DLQ)})
     return target, Stubber(sqs)
 
 
@@ -115,6 +115,15 @@ def test_endpoint_without_move_tasks_falls_back_to_the_loop():
         result = DeadLetters(tgt, tgt.runtime("rt")).redrive()
         stub.assert_no_pending_responses()
     assert (result.method, result.moved, result.reset) == ("loop", ["a"], ["a"])
+
+
+def test_endpoints_other_than_aws_use_the_loop_without_trying_a_move_task():
+    tgt, stub = target({}, endpoint="http://127.0.0.1:4566")
+    expect_peek(stub, [])  # the loop's receive; a start_message_move_task call would fail the stub
+    with stub:
+        result = DeadLetters(tgt, tgt.runtime("rt")).redrive()
+        stub.assert_no_pending_responses()
+    assert (result.method, result.moved) == ("loop", [])
 
 
 def test_other_move_task_errors_are_not_hidden_by_the_fallback():
