@@ -75,7 +75,7 @@ def render(snap: Snapshot) -> Group:
 
 
 def top(
-    once: bool = typer.Option(False, "--once", help="print one frame and exit (scripts, tests)"),
+    once: bool = typer.Option(False, "--once", help="print one frame and exit; exit 1 if a source was unreadable"),
     interval: float = typer.Option(1.0, min=0.2, help="seconds between refreshes"),
     table_every: float = typer.Option(
         None, min=0.0, help="seconds between task-table scans (default: every refresh locally, 5 s on a stack)"
@@ -94,7 +94,10 @@ def top(
     collector = Collector(target, table_every_s=every)
     try:
         if once:
-            Console(width=max(Console().width, 120)).print(render(collector.snapshot()))
+            snap = collector.snapshot()
+            Console(width=max(Console().width, 120)).print(render(snap))
+            if snap.errors:  # the frame is printed, but a script learns that a source was unreadable
+                raise typer.Exit(1)
             return
         with Live(render(collector.snapshot()), console=Console(), screen=True, auto_refresh=False) as live:
             while True:

@@ -200,6 +200,13 @@ def runtime_progress(runtime_url: str, client: httpx.Client) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Collector:
     """Takes snapshots of one target; keeps the last table scan between scans."""
 
@@ -220,13 +227,13 @@ class Collector:
             try:
                 snap.queues.append(queue_stats(self.target, ref))
             except (ClientError, BotoCoreError) as exc:  # one unreadable queue must not blank the view
-                snap.errors.append(f"queues of {ref.name}: {type(exc).__name__}: {exc}")
+                snap.errors.append(f"queues of {ref.name}: {_reason(exc)}")
         if self._scanned_at is None or (now - self._scanned_at).total_seconds() >= self.table_every_s:
             try:
                 self._rows = scan_active(self.target.table, now - RECENT_WINDOW)
                 self._scanned_at = now
             except (ClientError, BotoCoreError) as exc:
-                snap.errors.append(f"task table: {type(exc).__name__}: {exc}")
+                snap.errors.append(f"task table: {_reason(exc)}")
         running, finished = task_activity(self._rows, now)
         snap.running = self._with_live_progress(running)
         snap.recent = finished

@@ -155,3 +155,12 @@ def test_unknown_stack_and_wrong_runtimes_are_clear_errors(deployed):
     assert result.returncode == 1
     assert f"queue {project}-gamma not found" in result.stderr
     assert "does --config list the runtimes this stack was deployed with?" in result.stderr
+
+
+def test_top_once_prints_the_frame_and_fails_when_a_source_is_unreadable(deployed):
+    project, _, endpoint = deployed
+    boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1").delete_table(TableName=f"{project}-tasks")
+    frame = cli(deployed, "top", "--once")
+    assert frame.returncode == 1
+    assert "! task table: ResourceNotFoundException: Requested resource not found" in frame.stdout
+    assert any(line.split("│")[1].strip() == "beta" for line in frame.stdout.splitlines() if "│" in line)
