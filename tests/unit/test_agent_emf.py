@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -106,28 +105,17 @@ def test_encoded_record_is_one_json_line():
     assert json.loads(line)["TasksFailed"] == 1
 
 
-def test_emitter_delivers_lines_over_tcp_and_survives_the_listener_going_away():
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-    received = bytearray()
-
-    def serve_one() -> None:
-        conn, _ = server.accept()
-        with conn:
-            while chunk := conn.recv(65536):
-                received.extend(chunk)
-
-    reader = threading.Thread(target=serve_one)
-    reader.start()
-    emitter = emf.EmfEmitter(f"tcp://127.0.0.1:{port}")
+def test_emitter_delivers_lines_over_tcp_and_survives_the_listener_going_away(emf_listener):
+    emitter = emf.EmfEmitter(emf_listener.endpoint)
     for outcome in ("succeeded", "retried"):
-        assert emitter.emit(emf.task_outcome_record(project="p", runtime="r", outcome=outcome))
-    emitter.close()
-    reader.join(5)
-    server.close()
-    lines = [json.loads(line) for line in received.decode().splitlines()]
-    assert [("TasksSucceeded" in r, "TasksRetried" in r) for r in lines] == [(True, False), (False, True)]
+        assert emitter.emit(emf.task_outcome_record(project="p", runtime="r", outcome=outcome, run_s=1.0))
+    records = emf_listener.wait_for(2)
+    assert [("TasksSucceeded" in r, "TasksRetried" in r) for r in records] == [(True, False), (False, True)]
+    for record in records:
+        assert_valid_emf(record)
 
+    emitter.close()
+    emf_listener.close()
     assert not emitter.emit(emf.task_outcome_record(project="p", runtime="r", outcome="failed"))
     assert emitter.dropped == 1, "a record for a closed endpoint is dropped, not raised"
 
