@@ -46,6 +46,7 @@ def suppress_findings(stack: SdeksStack) -> None:
     _api(stack)
     if stack.cluster is not None:
         _cluster(stack)
+        _observability(stack)
 
 
 def _storage(stack: SdeksStack) -> None:
@@ -237,3 +238,14 @@ def _cluster(stack: SdeksStack) -> None:
     for role in [c.s3_csi_role, *c.runtime_roles.values()]:
         policy = role.node.find_child("DefaultPolicy")
         acknowledge_wildcards(policy, policy.document, RUNTIME_REASONS)
+
+
+OBSERVABILITY_REASONS = {
+    "NodeMetadata": "ec2:DescribeInstances/DescribeTags/DescribeVolumes support no resource-level permissions; the"
+    " add-on's CloudWatch agent reads node metadata (instance type, EBS volumes) for Container Insights.",
+}
+
+
+def _observability(stack: SdeksStack) -> None:
+    policy = stack.observability.agent_role.node.find_child("DefaultPolicy")
+    acknowledge_wildcards(policy, policy.document, OBSERVABILITY_REASONS)

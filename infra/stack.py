@@ -12,6 +12,7 @@ from constructs import Construct
 from infra.api import Api
 from infra.messaging import Messaging
 from infra.nag import apply_nag, suppress_findings
+from infra.observability import Observability
 from infra.storage import Storage
 from infra.table import TaskTable
 from sdeks.config import Config, resource_layout
@@ -56,6 +57,15 @@ class SdeksStack(cdk.Stack):
                 messaging=self.messaging,
                 table=self.tasks.table,
             )
+        self.observability = Observability(
+            self,
+            "Observability",
+            config=config,
+            layout=self.layout,
+            api=self.api,
+            messaging=self.messaging,
+            cluster=self.cluster,
+        )
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("sdeks:project", config.project)

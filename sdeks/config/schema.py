@@ -205,6 +205,25 @@ class Cluster(_Strict):
         return value
 
 
+class Observability(_Strict):
+    """Dashboard, alarms and logs of a deployment (infra/observability.py, docs/operations.md)."""
+
+    log_retention_days: Literal[
+        1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653  # CloudWatch's choices
+    ] = Field(default=30, description="days CloudWatch keeps pod logs and task metric records")
+    alarm_email: str | None = Field(
+        default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254, description="subscribed to the alarm topic"
+    )
+    oldest_message_alarm_s: int = Field(
+        default=900, ge=60, le=14 * 24 * 3600, description="alarm when a queued task waits longer than this"
+    )
+    addon_version: str | None = Field(
+        default=None,
+        pattern=r"^v\d+\.\d+\.\d+-eksbuild\.\d+$",
+        description="amazon-cloudwatch-observability add-on version (default: EKS's default for the cluster)",
+    )
+
+
 class Config(_Strict):
     """The whole deployment. See config/default.yaml for a commented example."""
 
@@ -219,6 +238,7 @@ class Config(_Strict):
     cluster: Cluster = Field(default_factory=Cluster)
     runtimes: list[Runtime] = Field(min_length=1, max_length=20)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict, description="on every resource and GPU node")
+    observability: Observability = Field(default_factory=Observability)
 
     @field_validator("runtimes")
     @classmethod

@@ -65,6 +65,7 @@ def test_topics_are_encrypted_and_tls_only(synth_any):
     assert {t["Properties"]["TopicName"] for t in topics.values()} == {
         layout.tasks_topic_name,
         layout.results_topic_name,
+        f"{layout.project}-alarms",  # infra/observability.py
     }
     for t in topics.values():
         assert t["Properties"]["KmsMasterKeyId"]
