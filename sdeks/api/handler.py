@@ -32,6 +32,7 @@ from sdeks.contract import (
     API_VERSION,
     SNS_MAX_MESSAGE_BYTES,
     TASKTYPES_BY_RUNTIME_TYPE,
+    WEBHOOK_LOOPBACK_CONTEXT,
     RuntimeInfo,
     SubmitResponse,
     Task,
@@ -56,6 +57,19 @@ FALSE_VALUES = ("0", "false", "no", "")
 
 def log_event(event: str, level: int = logging.INFO, **fields: Any) -> None:
     log.log(level, json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
+
+
+def row_fields(task: Task) -> dict[str, Any]:
+    """What the status row keeps of a task besides its state.
+
+    The webhook lives here, not in the completion event: the event goes to every
+    results-topic subscriber, and a receiver URL may carry a token.
+    """
+    meta = task.metadata
+    fields: dict[str, Any] = {"tasktype": meta.tasktype, "prefix": meta.prefix}
+    if meta.webhook is not None:
+        fields["webhook"] = meta.webhook.model_dump(mode="json")
+    return fields
 
 
 def _aws_errors() -> tuple[type[BaseException], ...]:
@@ -145,9 +159,7 @@ class Api:
         ).model_dump(mode="json")
         fields = {"task_id": task.id, "runtime": meta.runtime, "tasktype": meta.tasktype, "bytes": len(body)}
         try:
-            submission = self.table.record_submission(
-                task.id, meta.runtime, fingerprint, extra={"tasktype": meta.tasktype, "prefix": meta.prefix}
-            )
+            submission = self.table.record_submission(task.id, meta.runtime, fingerprint, extra=row_fields(task))
         except _aws_errors() as exc:
             log_event("submit_unavailable", logging.WARNING, step="record", error=type(exc).__name__, **fields)
             raise _unavailable("the task table") from None
@@ -173,7 +185,8 @@ class Api:
     def _validate(self, data: Any) -> Task:
         runtimes = dict(self.settings.runtimes)
         try:
-            return TaskRequest.model_validate(data, context={"runtimes": runtimes}).task
+            context = {"runtimes": runtimes, WEBHOOK_LOOPBACK_CONTEXT: self.settings.webhook_loopback}
+            return TaskRequest.model_validate(data, context=context).task
         except ValidationError as exc:
             raise self._validation_error(exc, data) from None
         except RecursionError:

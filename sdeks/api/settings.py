@@ -19,6 +19,7 @@ ENV_VARS = (
     "SDEKS_OUTPUT_BUCKET",
     "SDEKS_PRESIGN_EXPIRES_S",
     "SDEKS_PUBLIC_BASE_URL",
+    "SDEKS_WEBHOOK_ALLOW_LOOPBACK",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
@@ -40,6 +41,8 @@ class Settings:
     presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S
     public_base_url: str | None = None
     """Optional override of the base of ``status_url`` (e.g. a custom domain with a base path)."""
+    webhook_loopback: bool = False
+    """Local mode only: admit webhook receivers on 127.0.0.1 (never set by CDK)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +76,7 @@ class Settings:
             output_bucket=env["SDEKS_OUTPUT_BUCKET"],
             presign_expires_s=expires,
             public_base_url=(env.get("SDEKS_PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            webhook_loopback=env.get("SDEKS_WEBHOOK_ALLOW_LOOPBACK", "").lower() in ("1", "true"),
         )
 
 
