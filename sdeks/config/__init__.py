@@ -5,6 +5,7 @@ from sdeks.config.layout import (
     TASK_TABLE_TTL_ATTRIBUTE,
     ResourceLayout,
     RuntimeQueues,
+    WebhookQueues,
     resource_layout,
 )
 from sdeks.config.loader import DEFAULT_CONFIG, ENV_OVERRIDES, ConfigError, load_config, parse_config
@@ -27,6 +28,7 @@ __all__ = [
     "Runtime",
     "RuntimeQueues",
     "Scaling",
+    "WebhookQueues",
     "load_config",
     "parse_config",
     "resource_layout",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sdeks.config.schema import Config, Runtime
+from sdeks.webhook_retries import max_receives
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,25 @@ class RuntimeQueues:
 
 
 @dataclass(frozen=True)
+class WebhookQueues:
+    """The webhook deliverer's queue (every results-topic event, raw delivery), its DLQ and signing secret."""
+
+    queue_name: str
+    dlq_name: str
+    secret_name: str
+    visibility_timeout_s: int
+    max_receive_count: int
+    dlq_retention_s: int = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class ResourceLayout:
     project: str
     tasks_topic_name: str
     results_topic_name: str
     task_table_name: str
     runtimes: tuple[RuntimeQueues, ...]
+    webhooks: WebhookQueues
 
     def queues_for(self, runtime_name: str) -> RuntimeQueues:
         for queues in self.runtimes:
@@ -42,6 +56,9 @@ TASK_TABLE_KEY = "id"
 """Partition key of the task table (string)."""
 
 TASK_TABLE_TTL_ATTRIBUTE = "expires_at"
+
+WEBHOOK_VISIBILITY_TIMEOUT_S = 360
+"""Six times the deliverer Lambda's timeout (AWS's advice for SQS event sources)."""
 
 
 def resource_layout(config: Config) -> ResourceLayout:
@@ -61,5 +78,12 @@ def resource_layout(config: Config) -> ResourceLayout:
                 max_receive_count=runtime.max_receive_count,
             )
             for runtime in config.runtimes
+        ),
+        webhooks=WebhookQueues(
+            queue_name=f"{project}_webhooks",  # "_": no runtime queue (<project>-<DNS label>) can take the name
+            dlq_name=f"{project}_webhooks-dlq",
+            secret_name=f"{project}/webhook-signing-secret",
+            visibility_timeout_s=WEBHOOK_VISIBILITY_TIMEOUT_S,
+            max_receive_count=max_receives(),
         ),
     )
