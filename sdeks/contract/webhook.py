@@ -9,12 +9,14 @@ Only ``completed`` exists today: the results topic carries completion events and
 nothing announces a task's start yet, so ``started`` is refused with a clear
 message instead of being accepted and never delivered.
 
-URL rules (the front door's half; the deliverer re-checks the resolved address
-before every connection, see :mod:`sdeks.netguard`): ``https`` only, a host, no
-credentials, at most :data:`MAX_WEBHOOK_URL_LENGTH` characters, and an IP literal
-must be public. Local mode's receivers listen on 127.0.0.1, so validation with
-``context={WEBHOOK_LOOPBACK_CONTEXT: True}`` (set only by local mode) also admits
-``http://`` and ``https://`` to a loopback IP literal.
+URL rules: at most :data:`MAX_WEBHOOK_URL_LENGTH` characters, a host, no
+credentials. The receiver policy applies where validation names it with
+``context={WEBHOOK_LOOPBACK_CONTEXT: bool}``, as the API and the deliverer do:
+``https`` only and an IP literal must be public; with ``True`` (local mode only,
+whose receivers listen on 127.0.0.1) ``http://`` and ``https://`` to a loopback IP
+literal are admitted too. The deliverer also vets every address the host resolves
+to before each connection (:mod:`sdeks.netguard`). Without the key (the agent,
+which trusts the front door, like routing) only ``http``/``https`` is required.
 """
 
 from __future__ import annotations
@@ -66,13 +68,20 @@ class Webhook(BaseModel):
     @field_validator("url")
     @classmethod
     def _receiver_url(cls, value: str, info: ValidationInfo) -> str:
-        loopback = bool((info.context or {}).get(WEBHOOK_LOOPBACK_CONTEXT))
-        check_webhook_url(value, allow_loopback=loopback)
+        context = info.context or {}
+        check_webhook_url(
+            value,
+            allow_loopback=bool(context.get(WEBHOOK_LOOPBACK_CONTEXT)),
+            policy=WEBHOOK_LOOPBACK_CONTEXT in context,
+        )
         return value
 
 
-def check_webhook_url(url: str, *, allow_loopback: bool = False) -> None:
-    """Raise ``ValueError`` naming why ``url`` may not receive webhooks (shape and IP literals only)."""
+def check_webhook_url(url: str, *, allow_loopback: bool = False, policy: bool = True) -> None:
+    """Raise ``ValueError`` naming why ``url`` may not receive webhooks.
+
+    ``policy=False`` checks the shape only (http or https, host, port, no credentials).
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     try:
@@ -84,8 +93,12 @@ def check_webhook_url(url: str, *, allow_loopback: bool = False) -> None:
         raise ValueError("webhook url needs a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError("webhook url must not carry credentials")
-    loopback = allow_loopback and is_loopback_address(host)
-    if scheme != "https" and not (scheme == "http" and loopback):
+    if scheme not in ("http", "https"):
         raise ValueError(f"webhook url must be https, not {scheme or '(none)'!r}")
+    if not policy:
+        return
+    loopback = allow_loopback and is_loopback_address(host)
+    if scheme == "http" and not loopback:
+        raise ValueError("webhook url must be https, not 'http'")
     if is_ip_literal(host) and not (loopback or is_public_address(host)):
         raise ValueError(f"webhook url points at non-public address {host}")

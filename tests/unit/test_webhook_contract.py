@@ -115,3 +115,12 @@ def test_api_refuses_started_events_with_a_clear_400(api):
     ans = api.submit(with_webhook({"url": "https://hooks.example.com/", "events": ["started"]}))
     assert ans.status == 400
     assert "'started' is not available yet" in ans.json["error"]["message"]
+
+
+def test_without_a_receiver_policy_only_the_shape_is_checked():
+    """The agent validates tasks the front door accepted (no context): local-mode receivers must pass there."""
+    local = with_webhook({"url": "http://127.0.0.1:8080/hook"})
+    assert TaskRequest.model_validate(local).task.metadata.webhook.url == "http://127.0.0.1:8080/hook"
+    for url, message in (("ftp://hooks.example.com/", "must be https"), ("https://u:p@h.example/", "credentials")):
+        with pytest.raises(ValidationError, match=message):
+            TaskRequest.model_validate(with_webhook({"url": url}))
