@@ -1,7 +1,8 @@
-"""Build the API Lambda's code directory without Docker.
+"""Build the Lambdas' code directories without Docker.
 
-The asset is ``lambda/api/*`` + the ``sdeks`` package + pydantic/PyYAML wheels for
-Lambda's platform (manylinux2014_x86_64, CPython 3.12). Wheels are downloaded once
+The API asset is ``lambda/api/*`` + the ``sdeks`` package + pydantic/PyYAML wheels for
+Lambda's platform (manylinux2014_x86_64, CPython 3.12); the webhook deliverer's is the
+``webhooks`` and ``sdeks`` packages + the wheels they import. Wheels are downloaded once
 into ``.cache/lambda-wheels`` (git-ignored); later builds install from there with
 ``--no-index``, so synth works offline once the cache is warm.
 
@@ -27,6 +28,9 @@ LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
 LAMBDA_PACKAGES = ("pydantic", "pyyaml")
 """What the handler needs beyond the Lambda runtime (boto3 is provided by it)."""
+WEBHOOKS_PACKAGES = ("pydantic", "pyyaml", "httpx", "pydantic-settings")
+"""What the webhook deliverer needs beyond the Lambda runtime."""
+WEBHOOKS_HANDLER = "webhooks.lambda_handler.handler"
 
 _SKIP = {"__pycache__", ".build", ".pytest_cache", "tests"}
 
@@ -35,13 +39,20 @@ class BundleError(RuntimeError):
     pass
 
 
+def pins_for(packages: tuple[str, ...], files: tuple[str, ...], root: Path = REPO_ROOT) -> list[str]:
+    """The ``name==version`` lines of ``packages`` in requirements/``files`` (one source of versions)."""
+    pins: list[str] = []
+    for name in files:
+        for line in (root / "requirements" / name).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line and line.split("==", 1)[0].strip().lower() in packages and line not in pins:
+                pins.append(line)
+    return pins
+
+
 def lambda_requirements(root: Path = REPO_ROOT) -> list[str]:
-    """Pins for the Lambda, taken from requirements/base.txt (one source of versions)."""
-    pins = []
-    for line in (root / "requirements" / "base.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and line.split("==", 1)[0].strip().lower() in LAMBDA_PACKAGES:
-            pins.append(line)
+    """Pins for the API Lambda, taken from requirements/base.txt (one source of versions)."""
+    pins = pins_for(LAMBDA_PACKAGES, ("base.txt",), root)
     extra = root / "lambda" / "api" / "requirements.txt"
     if extra.is_file():
         for line in extra.read_text().splitlines():
@@ -122,19 +133,27 @@ def dependencies_dir(cache: Path, pins: list[str]) -> Path:
 
 
 def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
-    """The directory to hand to ``lambda.Code.from_asset``."""
-    cache = cache or root / ".cache"
-    deps = dependencies_dir(cache, lambda_requirements(root))
-    sources: list[tuple[Path, Path]] = []  # (file, path inside the bundle)
+    """The directory to hand to ``lambda.Code.from_asset`` for the API (handler ``handler.handler``)."""
     handler_dir = root / "lambda" / "api"
-    for f in _files(handler_dir):
-        sources.append((f, f.relative_to(handler_dir)))
-    for f in _files(root / "sdeks"):
-        sources.append((f, f.relative_to(root)))
+    sources = [(f, f.relative_to(handler_dir)) for f in _files(handler_dir)]
+    sources += [(f, f.relative_to(root)) for f in _files(root / "sdeks")]
+    return _bundle(cache or root / ".cache", "lambda-api", lambda_requirements(root), sources)
+
+
+def build_webhooks_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
+    """The directory for the webhook deliverer (handler :data:`WEBHOOKS_HANDLER`)."""
+    pins = sorted(pins_for(WEBHOOKS_PACKAGES, ("base.txt", "agent.txt"), root))
+    sources = [(f, f.relative_to(root)) for package in ("webhooks", "sdeks") for f in _files(root / package)]
+    return _bundle(cache or root / ".cache", "lambda-webhooks", pins, sources)
+
+
+def _bundle(cache: Path, name: str, pins: list[str], sources: list[tuple[Path, Path]]) -> Path:
+    """Dependencies + ``sources`` (file, path inside the bundle) in ``cache/name/<content hash>``."""
+    deps = dependencies_dir(cache, pins)
     digest = hashlib.sha256(deps.name.encode())
     for f, rel in sources:
         digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
-    out = cache / "lambda-api" / digest.hexdigest()[:20]
+    out = cache / name / digest.hexdigest()[:20]
     if out.is_dir():
         return out
     with _atomic_dir(out, prefix="build.") as tmp:

@@ -20,6 +20,8 @@ from sdeks.webhook_secret import read_secret
 from tests.fixtures.webhooks import Receiver
 from webhooks import lambda_handler
 
+pytestmark = pytest.mark.slow
+
 
 def lambda_records(sqs, queue, wait_s: int = 2) -> list[dict]:
     """Receive as the event source mapping does and shape the messages as Lambda records."""
