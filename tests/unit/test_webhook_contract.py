@@ -124,3 +124,10 @@ def test_without_a_receiver_policy_only_the_shape_is_checked():
     for url, message in (("ftp://hooks.example.com/", "must be https"), ("https://u:p@h.example/", "credentials")):
         with pytest.raises(ValidationError, match=message):
             TaskRequest.model_validate(with_webhook({"url": url}))
+
+
+def test_same_id_with_another_webhook_is_a_conflict(api):
+    assert api.submit(with_webhook({"url": "https://a.example.com/"}, task_id="same")).status == 202
+    assert api.submit(with_webhook({"url": "https://a.example.com/"}, task_id="same")).status == 202
+    conflict = api.submit(with_webhook({"url": "https://b.example.com/"}, task_id="same"))
+    assert conflict.status == 409 and conflict.json["error"]["code"] == "conflict"
