@@ -149,8 +149,9 @@ class Deliverer:
         netloc = f"[{address}]" if ":" in address else address
         target = f"{scheme}://{netloc}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
         body = WebhookPayload(type="task.completed", timestamp=sent_at, data=event).model_dump_json().encode()
+        named = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets in Host
         headers = {
-            "host": host if port == DEFAULT_PORTS[scheme] else f"{host}:{port}",
+            "host": named if port == DEFAULT_PORTS[scheme] else f"{named}:{port}",
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             **signed_headers(self.key, delivery_id(event), int(self.clock()), body),

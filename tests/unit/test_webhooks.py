@@ -272,3 +272,12 @@ def test_log_lines_name_the_host_never_the_url(receiver: Receiver, caplog):
     assert line == {"event": "webhook_delivered", "reason": "HTTP 200", "attempt": 1, "task_id": "t1",
                     "host": "127.0.0.1"}  # fmt: skip
     assert "s3cret" not in caplog.text
+
+
+def test_ipv6_literal_receivers_keep_brackets_in_the_host_header(receiver: Receiver):
+    """``http://[::1]:PORT`` (local mode): the request goes to the vetted address, Host names the literal."""
+    table = FakeTable({"t1": row(f"http://[::1]:{receiver.port}/v6")})
+    d = deliverer(table, resolver=lambda host, port: ["127.0.0.1"] if host == "::1" else [])
+    assert d.deliver(event().model_dump_json(), SENT_AT).verdict is Verdict.DELIVERED
+    [got] = receiver.deliveries
+    assert got.headers["host"] == f"[::1]:{receiver.port}" and got.path == "/v6"
