@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,11 @@ class Deliverer:
             outcome = self._post(webhook, event, sent_at)
         except _StopError as stop:
             outcome = stop.outcome
+        except Exception as exc:  # a bug: retry this event later, never fail the rest of a batch with it
+            trace = "".join(traceback.format_tb(exc.__traceback__))  # frames only: a message may hold the URL
+            log.error(json.dumps({"event": "webhook_internal_error", "error": type(exc).__name__, "traceback": trace,
+                                  **fields}))  # fmt: skip
+            return Outcome(Verdict.RETRY, f"internal error: {type(exc).__name__}")
         level = logging.WARNING if outcome.verdict in (Verdict.REFUSED, Verdict.RETRY) else logging.INFO
         log.log(level, json.dumps({"event": f"webhook_{outcome.verdict}", "reason": outcome.reason, **fields}))
         return outcome

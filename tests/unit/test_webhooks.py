@@ -281,3 +281,15 @@ def test_ipv6_literal_receivers_keep_brackets_in_the_host_header(receiver: Recei
     assert d.deliver(event().model_dump_json(), SENT_AT).verdict is Verdict.DELIVERED
     [got] = receiver.deliveries
     assert got.headers["host"] == f"[::1]:{receiver.port}" and got.path == "/v6"
+
+
+def test_a_bug_retries_the_event_and_logs_no_message(caplog):
+    class Broken(FakeTable):
+        def get_item(self, task_id):
+            raise RuntimeError(self.rows["url"])  # data in the message, as a real bug would carry it
+
+    with caplog.at_level("INFO", logger="sdeks.webhooks"):
+        broken = Broken({"url": "https://hooks.example.com/?token=s3cret"})
+        outcome = deliverer(broken).deliver(event().model_dump_json(), SENT_AT)
+    assert (outcome.verdict, outcome.reason) == (Verdict.RETRY, "internal error: RuntimeError")
+    assert "webhook_internal_error" in caplog.text and "s3cret" not in caplog.text
