@@ -15,6 +15,7 @@ from infra.nag import apply_nag, suppress_findings
 from infra.observability import Observability
 from infra.storage import Storage
 from infra.table import TaskTable
+from infra.webhooks import Webhooks
 from sdeks.config import Config, resource_layout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,9 @@ class SdeksStack(cdk.Stack):
             tasks_topic=self.messaging.tasks_topic,
             table=self.tasks.table,
             output_bucket=self.storage.output_bucket,
+        )
+        self.webhooks = Webhooks(
+            self, "Webhooks", layout=self.layout, results_topic=self.messaging.results_topic, table=self.tasks.table
         )
         self.cluster = None
         if with_cluster:

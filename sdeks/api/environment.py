@@ -19,6 +19,7 @@ def api_environment(
     task_table: str,
     output_bucket: str,
     public_base_url: str | None = None,
+    webhook_allow_loopback: bool = False,
 ) -> dict[str, str]:
     """``SDEKS_*`` variables for the API of ``config`` wired to these resources (names or CDK tokens)."""
     # Every field is given, so nothing of the caller's own environment (a settings source) leaks in.
@@ -30,5 +31,6 @@ def api_environment(
         presign_expires_s=DEFAULT_PRESIGN_EXPIRES_S,
         status_ttl_days=config.output.expire_days,
         public_base_url=public_base_url,
+        webhook_allow_loopback=webhook_allow_loopback,
     )
     return settings.to_env()

@@ -50,6 +50,7 @@ from sdeks.contract import (
     SNS_MAX_MESSAGE_BYTES,
     TASKTYPES_BY_RUNTIME_TYPE,
     ErrorCode,
+    WEBHOOK_LOOPBACK_CONTEXT,
     RuntimeInfo,
     SubmitResponse,
     Task,
@@ -76,6 +77,19 @@ ROUTING_FIELDS = {
     ErrorCode.UNSUPPORTED_TASKTYPE: "task.metadata.tasktype",
 }
 """The contract's routing errors (raised with these types) and the request field each one is about."""
+
+
+def row_fields(task: Task) -> dict[str, Any]:
+    """What the status row keeps of a task besides its state.
+
+    The webhook lives here, not in the completion event: the event goes to every
+    results-topic subscriber, and a receiver URL may carry a token.
+    """
+    meta = task.metadata
+    fields: dict[str, Any] = {"tasktype": meta.tasktype, "prefix": meta.prefix}
+    if meta.webhook is not None:
+        fields["webhook"] = meta.webhook.model_dump(mode="json")
+    return fields
 
 
 def _aws_errors() -> tuple[type[BaseException], ...]:
@@ -153,9 +167,7 @@ class Api:
         ).model_dump(mode="json")
         fields = {"task_id": task.id, "runtime": meta.runtime, "tasktype": meta.tasktype, "bytes": len(body)}
         try:
-            submission = self.table.record_submission(
-                task.id, meta.runtime, fingerprint, extra={"tasktype": meta.tasktype, "prefix": meta.prefix}
-            )
+            submission = self.table.record_submission(task.id, meta.runtime, fingerprint, extra=row_fields(task))
         except _aws_errors() as exc:
             logger.warning("submit_unavailable", extra={"step": "record", "error": type(exc).__name__, **fields})
             raise _unavailable("the task table") from None
@@ -180,7 +192,11 @@ class Api:
 
     def _validate(self, data: Any) -> Task:
         try:
-            return TaskRequest.model_validate(data, context={"runtimes": dict(self.settings.runtimes)}).task
+            context = {
+                "runtimes": dict(self.settings.runtimes),
+                WEBHOOK_LOOPBACK_CONTEXT: self.settings.webhook_allow_loopback,
+            }
+            return TaskRequest.model_validate(data, context=context).task
         except ValidationError as exc:
             raise _validation_error(exc) from None
         except RecursionError:

@@ -43,6 +43,9 @@ class ApiSettings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="base of status_url instead of the request's host (e.g. a custom domain)"
     )
+    webhook_allow_loopback: bool = Field(
+        default=False, description="local mode only: admit webhook receivers on 127.0.0.1 (never set by CDK)"
+    )
 
     @field_validator("public_base_url")
     @classmethod

@@ -56,6 +56,14 @@ from sdeks.contract.task import (
     TaskState,
     TaskStatus,
     Timings,
+    WebhookPayload,
+)
+from sdeks.contract.webhook import (
+    MAX_WEBHOOK_URL_LENGTH,
+    WEBHOOK_EVENTS,
+    WEBHOOK_LOOPBACK_CONTEXT,
+    Webhook,
+    check_webhook_url,
 )
 
 __all__ = [
@@ -103,6 +111,12 @@ __all__ = [
     "TaskType",
     "Timings",
     "Txt2ImgContent",
+    "MAX_WEBHOOK_URL_LENGTH",
+    "WEBHOOK_EVENTS",
+    "WEBHOOK_LOOPBACK_CONTEXT",
+    "Webhook",
+    "WebhookPayload",
+    "check_webhook_url",
     "claim_check_key",
     "describe",
     "error_body",

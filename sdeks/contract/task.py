@@ -35,6 +35,7 @@ from sdeks.contract.content import (
     Content,
     TaskType,
 )
+from sdeks.contract.webhook import Webhook
 
 API_VERSION = "v1alpha2"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -54,6 +55,7 @@ class TaskMetadata(BaseModel):
     tasktype: TaskType
     prefix: str = Field(default="output", max_length=256, pattern=PREFIX_PATTERN, description="S3 key prefix")
     context: JsonValue = Field(default=None, description="opaque, echoed in the completion event")
+    webhook: Webhook | None = Field(default=None, description="receiver of signed task events (docs/api.md)")
 
     @field_validator("prefix")
     @classmethod
@@ -230,6 +232,18 @@ class CompletionEvent(BaseModel):
     error: str | None = None
     attempt: int = Field(ge=1)
     timings: Timings | None = None
+
+
+class WebhookPayload(BaseModel):
+    """The JSON body POSTed to a task's webhook (Standard Webhooks' ``type``/``timestamp``/``data`` shape).
+
+    ``data`` is the task's completion event; ``timestamp`` is when the event reached
+    the deliverer, identical on every retry of the same delivery.
+    """
+
+    type: Literal["task.completed"]
+    timestamp: datetime
+    data: CompletionEvent
 
 
 class ErrorDetail(BaseModel):

@@ -36,6 +36,8 @@ class LocalState(BaseModel):
     runtimes: dict[str, RuntimeEndpoints]
     supervisor_pid: int
     log_dir: str
+    webhook_queue_url: str = ""
+    webhook_secret_id: str = ""
 
 
 def state_path(root: Path | None = None) -> Path:
