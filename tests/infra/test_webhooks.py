@@ -130,8 +130,9 @@ def test_lambda_asset_holds_the_deliverer_sdeks_and_linux_wheels(synth_default):
     asset = synth_default.outdir / manifest["files"][fn["Code"]["S3Key"].removesuffix(".zip")]["source"]["path"]
     assert (asset / "webhooks" / "lambda_handler.py").is_file()
     assert (asset / "sdeks" / "netguard.py").is_file() and (asset / "sdeks" / "contract" / "webhook.py").is_file()
-    for package in ("httpx", "httpcore", "h11", "pydantic", "pydantic_settings", "yaml"):
+    for package in ("httpx", "httpcore", "h11", "pydantic", "pydantic_settings"):
         assert (asset / package).is_dir(), package
+    assert not (asset / "yaml").exists() and not (asset / "sdeks" / "config").exists()  # lean: no config loader
     assert list((asset / "pydantic_core").glob("_pydantic_core.cpython-312-x86_64-linux-gnu.so"))
     assert not list(asset.rglob("__pycache__")) and not (asset / "tests").exists()
 
