@@ -75,6 +75,13 @@ class GpuNodes(_Strict):
         default_factory=lambda: ["spot", "on-demand"], min_length=1, json_schema_extra={"uniqueItems": True}
     )
     max_gpus: int = Field(default=8, ge=1, le=1000, description="Karpenter NodePool limit")
+    per_pod: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="GPUs each pod requests; nodes are limited to instance types with exactly this many (no pod"
+        " strands GPUs it does not use on a larger size)",
+    )
 
     @field_validator("instance_families")
     @classmethod
@@ -104,6 +111,12 @@ class Scaling(_Strict):
         return self
 
 
+SPOT_SAFE_SHUTDOWN_GRACE_S = 90
+"""Default time a running task gets after SIGTERM. EC2 gives a spot instance 2 minutes' notice; Karpenter
+drains the node as the notice arrives, and the pod's terminationGracePeriodSeconds (this plus the chart's
+termination margin) must end before the instance does."""
+
+
 class Runtime(_Strict):
     name: str = Field(pattern=RUNTIME_NAME_PATTERN, description="tasks name it in metadata.runtime")
     type: RuntimeType = "sdwebui"
@@ -114,6 +127,13 @@ class Runtime(_Strict):
     task_timeout_s: int = Field(default=300, ge=10, le=3600)
     max_receive_count: int = Field(default=3, ge=1, le=20, description="deliveries before the DLQ")
     prefetch: int = Field(default=1, ge=0, le=8, description="tasks received ahead of the running one")
+    shutdown_grace_s: int = Field(
+        default=SPOT_SAFE_SHUTDOWN_GRACE_S,
+        ge=0,
+        le=SPOT_SAFE_SHUTDOWN_GRACE_S + 10,
+        description="on SIGTERM (spot notice, scale-in) the running task's time to finish before it is interrupted"
+        " and released to another pod; with the chart's margin it stays inside the 2-minute spot notice",
+    )
 
     @property
     def tasktypes(self) -> tuple[str, ...]:

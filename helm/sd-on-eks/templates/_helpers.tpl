@@ -36,6 +36,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-%s-models" .Release.Namespace (include "sdeks.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* Seconds a terminating pod gets: the task's grace plus the margin to interrupt, release and exit. */}}
+{{- define "sdeks.terminationGracePeriod" -}}
+{{- add .Values.agent.shutdownGraceSeconds .Values.agent.terminationMarginSeconds -}}
+{{- end -}}
+
 {{- define "sdeks.modelsRegion" -}}
 {{- default .Values.aws.region .Values.models.s3.region -}}
 {{- end -}}
