@@ -212,6 +212,12 @@ class Cluster(_Strict):
     )
     system_instance_type: str = Field(default="m6i.large")
     system_nodes: int = Field(default=2, ge=1, le=10)
+    interface_endpoints: bool = Field(
+        default=False,
+        description="ECR (api, dkr) and STS interface endpoints in each AZ: image manifests and credential calls stay"
+        " off the NAT gateway, at about $22/month per endpoint (3 AZs); S3 (image layers, models) always has a free"
+        " gateway endpoint",
+    )
     bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
 
     @field_validator("kubernetes_version")
