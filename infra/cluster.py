@@ -22,6 +22,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.images import Images
 from infra.kubectl import kubectl_layer
 from infra.messaging import Messaging
 from infra.storage import Storage
@@ -363,6 +364,7 @@ class Cluster(Construct):
         """One ``helm/sd-on-eks`` release per runtime, each with its own Pod Identity role."""
         stack = cdk.Stack.of(self)
         self.chart_asset = s3_assets.Asset(self, "SdOnEksChart", path=str(CHART_DIR), exclude=["ci", "*.md"])
+        self.images = Images(self, "Images", config=config)
         self.namespace = layout.namespace
         self.runtime_roles: dict[str, iam.Role] = {}
         self.runtime_releases: dict[str, eks.HelmChart] = {}
@@ -405,6 +407,8 @@ class Cluster(Construct):
                     model_bucket=model_bucket.bucket_name,
                     cluster_name=self.cluster.cluster_name,
                     node_role=self.node_role.role_name,
+                    agent_image=self.images.agent,
+                    runtime_image=self.images.runtime(runtime),
                 ),
             )
             # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first, and so must

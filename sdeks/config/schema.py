@@ -121,7 +121,11 @@ class Runtime(_Strict):
     name: str = Field(pattern=RUNTIME_NAME_PATTERN, description="tasks name it in metadata.runtime")
     type: RuntimeType = "sdwebui"
     model: ModelSource = Field(default_factory=ModelSource)
-    image: str = Field(default="public.ecr.aws/sdeks/sd-runtime:0.1.0", min_length=1)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="prebuilt runtime image; unset = cdk deploy builds sd_runtime/Dockerfile (needs Docker)",
+    )
     gpu: GpuNodes = Field(default_factory=GpuNodes)
     scaling: Scaling = Field(default_factory=Scaling)
     task_timeout_s: int = Field(default=300, ge=10, le=3600)
@@ -238,7 +242,11 @@ class Config(_Strict):
         default="sdeks", pattern=r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])$", description="prefix of every resource"
     )
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-    agent_image: str = Field(default="public.ecr.aws/sdeks/queue-agent:0.1.0", min_length=1)
+    agent_image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="prebuilt queue agent image; unset = cdk deploy builds queue_agent/Dockerfile (needs Docker)",
+    )
     api: Api = Field(default_factory=Api)
     output: Output = Field(default_factory=Output)
     inputs: Inputs = Field(default_factory=Inputs)

@@ -33,6 +33,8 @@ def cloud_values(config_path, runtime_name: str) -> dict[str, Any]:
         model_bucket="sdeks-models-123456789012",
         cluster_name="sdeks",
         node_role="sdeks-gpu-nodes",
+        agent_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/queue-agent:1.0",
+        runtime_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/sd-runtime:1.0",
     )
 
 
@@ -198,6 +200,8 @@ def test_helm_values_rejects_foreign_runtime():
             model_bucket="m",
             cluster_name="c",
             node_role="n",
+            agent_image="a",
+            runtime_image="r",
         )
 
 

@@ -29,6 +29,8 @@ def _render(value) -> str:
         return f"<{value['Ref']}>"
     if "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
+    if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return value["Fn::Sub"]  # ${AWS::AccountId}-style pseudo parameters stay as written
     raise AssertionError(f"unexpected intrinsic in helm values: {value}")
 
 

@@ -28,8 +28,8 @@ def test_idle_floor_counts_match_the_template(synth_default):
     assert len(gateways) == 1 and "S3 gateway endpoint | 1 |" in COST
 
 
-def test_optional_interface_endpoints_match_the_template(synth_interface_endpoints):
-    synth = synth_interface_endpoints
+def test_optional_interface_endpoints_match_the_template(synth_options):
+    synth = synth_options
     private = [
         s for s in synth.resources("AWS::EC2::Subnet").values() if not s["Properties"].get("MapPublicIpOnLaunch")
     ]

@@ -42,8 +42,8 @@ def test_s3_gateway_endpoint_serves_every_private_subnet(synth_any):
     assert not _endpoints(synth_any, "Interface"), "interface endpoints are opt-in (cluster.interface_endpoints)"
 
 
-def test_interface_endpoints_when_asked(synth_interface_endpoints):
-    synth = synth_interface_endpoints
+def test_interface_endpoints_when_asked(synth_options):
+    synth = synth_options
     interfaces = _endpoints(synth, "Interface")
     assert set(interfaces) == {_service("ecr.api"), _service("ecr.dkr"), _service("sts")}
     subnets = {
@@ -65,13 +65,13 @@ def test_interface_endpoints_when_asked(synth_interface_endpoints):
     assert list(_endpoints(synth, "Gateway")) == [_service("s3")]
 
 
-def test_interface_endpoints_are_nag_clean(synth_interface_endpoints):
-    assert not synth_interface_endpoints.nag_violations(), synth_interface_endpoints.nag_violations()
+def test_interface_endpoints_are_nag_clean(synth_options):
+    assert not synth_options.nag_violations(), synth_options.nag_violations()
 
 
-def test_interface_endpoints_pass_cfn_lint(synth_interface_endpoints):
+def test_interface_endpoints_pass_cfn_lint(synth_options):
     from cfnlint.api import ManualArgs, lint_file
 
-    matches = lint_file(synth_interface_endpoints.template_path, ManualArgs(regions=["us-east-1", "us-west-2"]))
+    matches = lint_file(synth_options.template_path, ManualArgs(regions=["us-east-1", "us-west-2"]))
     errors = [f"{m.rule.id} {m.message} ({m.path})" for m in matches if m.rule.severity == "error"]
     assert not errors, "\n".join(errors)
