@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sdeks.cli import local_cmd, schema_cmd, task_cmd
+from sdeks.cli import local_cmd, models_cmd, schema_cmd, smoke_cmd, task_cmd
 
 app = typer.Typer(
     name="sdeks",
@@ -16,6 +16,8 @@ app = typer.Typer(
 schema_cmd.register(app)
 local_cmd.register(app)
 task_cmd.register(app)
+models_cmd.register(app)
+smoke_cmd.register(app)
 
 
 @app.callback()

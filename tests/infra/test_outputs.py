@@ -53,3 +53,15 @@ def test_named_model_buckets_have_no_created_bucket_output(synth_existing_bucket
 def test_model_location_is_the_mounted_prefix():
     assert model_location("b", "models") == "s3://b/models/"
     assert model_location("b", "models/sd15") == "s3://b/models/sd15/"
+
+
+def test_the_cli_reads_the_synthesized_model_locations(synth_two_runtimes):
+    """`sdeks models` parses exactly what the stack outputs (same keys, same shape)."""
+    from sdeks.cli.deployment import Deployment
+
+    outputs = {key: _render(o["Value"]) for key, o in _outputs(synth_two_runtimes).items()}
+    locations = Deployment("sdeks", "us-east-1", outputs=outputs).model_locations()
+    for runtime in synth_two_runtimes.config.runtimes:
+        location = locations[runtime.name]
+        assert location.prefix == runtime.model.prefix and location.checkpoint == runtime.model.checkpoint
+        assert location.uri == model_location(location.bucket, runtime.model.prefix)
