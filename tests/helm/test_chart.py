@@ -11,7 +11,7 @@ import yaml
 
 from sdeks.config import load_config, resource_layout
 from sdeks.config.helm_values import CHART_DIR, helm_values
-from tests.fixtures.helm import CHART_TEST_VALUES, REPO
+from tests.fixtures.helm import CHART_TEST_VALUES, REPO, _run
 
 TWO_RUNTIMES = REPO / "config" / "two-runtimes.yaml"
 DEFAULT_CONFIG = REPO / "config" / "default.yaml"
@@ -589,3 +589,25 @@ def test_one_gpu_size_per_pod(helm_template):
 def test_consolidation_can_be_opened_to_underutilized_nodes(helm_template):
     pool = helm_template({"nodePool": {"consolidationPolicy": "WhenEmptyOrUnderutilized"}}).one("NodePool")
     assert pool["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+
+
+def test_a_failing_container_says_why(helm_template):
+    """A runtime that exits (missing checkpoint, bad config) leaves its last log lines for `kubectl describe`."""
+    spec = pod_spec(helm_template())
+    for name in ("runtime", "agent"):
+        assert container(spec, name)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_notes_name_the_model_location(helm_bin, tmp_path):
+    """What `helm install` prints: where models are mounted from and how to check them."""
+    result = _run(
+        helm_bin,
+        ["install", "sdeks-sdruntime", str(CHART_DIR), "-n", "sdeks", "--dry-run=client", "-f", str(CHART_TEST_VALUES)],
+        {"runtime": {"checkpoint": "v1-5.safetensors"}},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "s3://sdeks-models-123456789012/models/ is mounted at /models" in notes
+    assert "the runtime loads v1-5.safetensors" in notes
+    assert "sdeks models list --runtime sdruntime --stack sdeks" in notes
