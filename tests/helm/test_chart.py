@@ -11,7 +11,7 @@ import yaml
 
 from sdeks.config import load_config, resource_layout
 from sdeks.config.helm_values import CHART_DIR, helm_values
-from tests.fixtures.helm import CHART_TEST_VALUES, REPO, _run
+from tests.fixtures.helm import CHART_TEST_VALUES, REPO, run_helm
 
 TWO_RUNTIMES = REPO / "config" / "two-runtimes.yaml"
 DEFAULT_CONFIG = REPO / "config" / "default.yaml"
@@ -600,7 +600,7 @@ def test_a_failing_container_says_why(helm_template):
 
 def test_notes_name_the_model_location(helm_bin, tmp_path):
     """What `helm install` prints: where models are mounted from and how to check them."""
-    result = _run(
+    result = run_helm(
         helm_bin,
         ["install", "sdeks-sdruntime", str(CHART_DIR), "-n", "sdeks", "--dry-run=client", "-f", str(CHART_TEST_VALUES)],
         {"runtime": {"checkpoint": "v1-5.safetensors"}},
