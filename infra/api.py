@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -230,12 +230,3 @@ class Api(Construct):
         )
         self.usage_plan.add_api_stage(stage=self.rest_api.deployment_stage)
         self.usage_plan.add_api_key(self.api_key)
-
-        CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="sdeks submit --api-url")
-        CfnOutput(
-            self,
-            "ApiKeyCommand",
-            value="aws apigateway get-api-key --include-value --query value --output text"
-            f" --api-key {self.api_key.key_id}",
-            description="prints the API key (sdeks submit --api-key)",
-        )

@@ -63,7 +63,7 @@ def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> L
     clients = aws_clients(endpoint_url, region)
     s3, sns, sqs, ddb = clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"]
 
-    bucket = config.output.bucket or f"{config.project}-output"
+    bucket = layout.local_output_bucket
     if region == "us-east-1":
         s3.create_bucket(Bucket=bucket)
     else:

@@ -203,12 +203,12 @@ class LocalStack:
                             agent_host=HOST,
                             prefetch=runtime.prefetch,
                             task_timeout_s=runtime.task_timeout_s,
-                            shutdown_grace_s=runtime.task_timeout_s,
+                            shutdown_grace_s=runtime.shutdown_grace_s,
                             wait_time_s=opts.wait_time_s,
                         ),
                     },
                     f"http://{HOST}:{agent_port}/healthz",
-                    stop_timeout_s=runtime.task_timeout_s + 5,
+                    stop_timeout_s=runtime.shutdown_grace_s + 5,
                 )
             )
             runtimes[runtime.name] = RuntimeEndpoints(
