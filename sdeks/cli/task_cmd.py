@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from sdeks.client import ApiClient, ApiError
-from sdeks.contract import TASK_TYPES, TaskStatus
+from sdeks.contract import MAX_WAIT_S, TASK_TYPES, SubmitResponse, TaskStatus
 from sdeks.local.state import read_state, state_path
 
 console = Console(stderr=True)
@@ -117,12 +117,16 @@ def submit(
     body = build_request(file, prompt, runtime, tasktype, init_image, task_id, steps, size)
     with _client(api_url, api_key) as client:
         try:
-            accepted = client.submit(body)
-            console.print(f"{accepted.id}: queued on {accepted.runtime} → {accepted.output_location}", highlight=False)
-            if not wait:
-                print(accepted.model_dump_json())
-                return
-            final = client.wait(accepted.id, timeout_s=timeout, on_change=_show)
+            answer = client.submit(body, wait_s=min(MAX_WAIT_S, int(timeout)) if wait else 0)
+            if isinstance(answer, SubmitResponse):
+                console.print(f"{answer.id}: queued on {answer.runtime} → {answer.output_location}", highlight=False)
+                if not wait:
+                    print(answer.model_dump_json())
+                    return
+                final = client.wait(answer.id, timeout_s=timeout, on_change=_show)
+            else:  # ended within the submit's own wait
+                final = answer
+                _show(final)
             if final.status == "failed":
                 raise fail(f"task {final.id} failed: {final.error}")
             for path in client.download(final, out):
@@ -138,13 +142,16 @@ def submit(
 def status(
     task_id: str = typer.Argument(..., help="task id"),
     presign: bool = typer.Option(False, "--presign", help="include presigned image URLs"),
+    wait: int = typer.Option(
+        0, "--wait", "-w", min=0, max=MAX_WAIT_S, help="answer once the task ends, or after this many seconds"
+    ),
     api_url: str = typer.Option(None, envvar="SDEKS_API_URL"),
     api_key: str = typer.Option(None, envvar="SDEKS_API_KEY"),
 ) -> None:
     """Print a task's status as JSON."""
     with _client(api_url, api_key) as client:
         try:
-            print(client.status(task_id, presign=presign).model_dump_json(indent=2, exclude_none=True))
+            print(client.status(task_id, presign=presign, wait_s=wait).model_dump_json(indent=2, exclude_none=True))
         except ApiError as exc:
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
         except httpx.HTTPError as exc:

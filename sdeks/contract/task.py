@@ -180,6 +180,10 @@ class TaskMessage(BaseModel):
 
 TaskState = Literal["queued", "running", "succeeded", "failed"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+"""States a task ends in (``failed`` may still become ``succeeded`` after a late retry)."""
+
+MAX_WAIT_S = 25
+"""Longest ``?wait=N`` the API holds a request open: inside API Gateway's 29 s integration timeout."""
 
 
 class SubmitResponse(BaseModel):

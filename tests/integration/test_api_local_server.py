@@ -1,15 +1,19 @@
-"""The local HTTP adapter as a real process: key check, body limit, the handler's answers over HTTP."""
+"""The local HTTP adapter as a real process: key check, body limit, the handler's answers over HTTP,
+waiting for results, and the CLI against it."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 
 import boto3
 import httpx
 import pytest
 
 from sdeks.contract import MAX_REQUEST_BYTES, SubmitResponse, TaskMessage
+from sdeks.tasks_table import TaskTable
 from tests.fixtures.api import assert_matches_openapi, txt2img
 
 pytestmark = pytest.mark.slow
@@ -36,7 +40,7 @@ def test_missing_or_wrong_key_is_403(local_api, headers):
 
 def test_submit_and_follow_status_url(local_api):
     key = {"x-api-key": local_api.api_key}
-    resp = httpx.post(f"{local_api.url}/v1alpha2", headers=key, json=txt2img(task_id="via-http"))
+    resp = _submit(local_api, "via-http")
     assert resp.status_code == 202
     answer = SubmitResponse.model_validate(_check(resp))
     assert answer.status_url == f"{local_api.url}/v1alpha2/tasks/via-http"
@@ -103,8 +107,6 @@ def test_chunked_body_over_limit_is_413(local_api):
 def test_concurrent_duplicates_and_presigned_download_over_http(local_api):
     from concurrent.futures import ThreadPoolExecutor
 
-    from sdeks.tasks_table import TaskTable
-
     key = {"x-api-key": local_api.api_key}
     body = txt2img(task_id="http-dup", seed=3)
     with httpx.Client(base_url=local_api.url, headers=key) as client, ThreadPoolExecutor(8) as pool:
@@ -127,3 +129,143 @@ def test_concurrent_duplicates_and_presigned_download_over_http(local_api):
     status = httpx.get(f"{local_api.url}/v1alpha2/tasks/http-dup", params={"presign": "1"}, headers=key)
     [image_url] = _check(status)["image_urls"]
     assert httpx.get(image_url).content == b"png bytes"
+
+
+# --- wait for the result (?wait=N) ----------------------------------------------------
+
+
+def _submit(api, task_id: str) -> httpx.Response:
+    return httpx.post(f"{api.url}/v1alpha2", headers={"x-api-key": api.api_key}, json=txt2img(task_id=task_id))
+
+
+def _table(local_api) -> TaskTable:
+    return TaskTable.from_name(local_api.res.task_table, endpoint_url=local_api.res.aws_endpoint_url)
+
+
+def _finish_later(local_api, task_id: str, delay_s: float, status: str = "succeeded") -> threading.Thread:
+    """Play the agent: once the row exists and ``delay_s`` passed, run and finish the task (with one image)."""
+    res = local_api.res
+
+    def agent() -> None:
+        table = _table(local_api)
+        deadline = time.monotonic() + 10
+        while table.get(task_id) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(delay_s)
+        table.mark_running(task_id, "sdruntime", attempt=1)
+        if status == "succeeded":
+            key = f"output/{task_id}/{task_id}-1.png"
+            boto3.client("s3", endpoint_url=res.aws_endpoint_url).put_object(
+                Bucket=res.output_bucket, Key=key, Body=b"png of " + task_id.encode()
+            )
+            table.mark_succeeded(task_id, [f"s3://{res.output_bucket}/{key}"])
+        else:
+            table.mark_failed(task_id, "runtime said 422")
+
+    thread = threading.Thread(target=agent, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_status_wait_answers_as_soon_as_the_task_ends(local_api):
+    key = {"x-api-key": local_api.api_key}
+    assert _submit(local_api, "wait-early").status_code == 202
+    agent = _finish_later(local_api, "wait-early", delay_s=1.0)
+    started = time.monotonic()
+    resp = httpx.get(f"{local_api.url}/v1alpha2/tasks/wait-early", params={"wait": 20}, headers=key, timeout=30)
+    elapsed = time.monotonic() - started
+    agent.join()
+    assert resp.status_code == 200 and _check(resp)["status"] == "succeeded"
+    assert 0.8 < elapsed < 6, elapsed  # ended by the task, not by the 20 s
+
+
+def test_status_wait_gives_up_after_n_seconds(local_api):
+    key = {"x-api-key": local_api.api_key}
+    assert _submit(local_api, "wait-out").status_code == 202
+    started = time.monotonic()
+    resp = httpx.get(f"{local_api.url}/v1alpha2/tasks/wait-out", params={"wait": 2}, headers=key, timeout=30)
+    elapsed = time.monotonic() - started
+    assert resp.status_code == 200 and _check(resp)["status"] == "queued"
+    assert 2 <= elapsed < 5, elapsed
+
+
+@pytest.mark.parametrize("wait", ["26", "-1", "soon", "1.5"])
+def test_wait_out_of_bounds_is_400(local_api, wait):
+    key = {"x-api-key": local_api.api_key}
+    for resp in (
+        httpx.get(f"{local_api.url}/v1alpha2/tasks/any", params={"wait": wait}, headers=key),
+        httpx.post(f"{local_api.url}/v1alpha2", params={"wait": wait}, headers=key, json=txt2img()),
+    ):
+        assert resp.status_code == 400
+        assert _check(resp)["error"]["code"] == "invalid_query"
+
+
+def test_wait_on_an_unknown_task_is_an_immediate_404(local_api):
+    started = time.monotonic()
+    resp = httpx.get(
+        f"{local_api.url}/v1alpha2/tasks/never-was", params={"wait": 20}, headers={"x-api-key": local_api.api_key}
+    )
+    assert resp.status_code == 404 and time.monotonic() - started < 3
+
+
+def test_submit_wait_returns_the_final_status(local_api):
+    key = {"x-api-key": local_api.api_key}
+    agent = _finish_later(local_api, "post-wait", delay_s=0.5)
+    resp = httpx.post(
+        f"{local_api.url}/v1alpha2",
+        params={"wait": 15, "presign": 1},
+        headers=key,
+        json=txt2img(task_id="post-wait"),
+        timeout=30,
+    )
+    agent.join()
+    assert resp.status_code == 200
+    final = _check(resp)
+    assert final["status"] == "succeeded" and final["id"] == "post-wait"
+    assert resp.headers["location"] == f"{local_api.url}/v1alpha2/tasks/post-wait"
+    [url] = final["image_urls"]
+    assert httpx.get(url).content == b"png of post-wait"
+
+
+def test_submit_wait_that_runs_out_is_the_usual_202(local_api):
+    started = time.monotonic()
+    resp = httpx.post(
+        f"{local_api.url}/v1alpha2",
+        params={"wait": 1},
+        headers={"x-api-key": local_api.api_key},
+        json=txt2img(task_id="post-wait-out"),
+        timeout=30,
+    )
+    assert resp.status_code == 202 and _check(resp)["status"] == "queued"
+    assert 1 <= time.monotonic() - started < 4
+
+
+# --- the CLI against the real server ------------------------------------------------------
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from sdeks.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_cli_status_wait(local_api):
+    flags = ("--api-url", local_api.url, "--api-key", local_api.api_key)
+    _finish_later(local_api, "cli-done", delay_s=0)
+    assert _submit(local_api, "cli-done").status_code == 202
+    started = time.monotonic()
+    result = _cli("status", "cli-done", "--wait", "20", *flags)
+    assert json.loads(result.stdout)["status"] == "succeeded" and time.monotonic() - started < 8
+    assert _cli("status", "x", "--wait", "26", *flags).exit_code == 2  # bounded like the API
+
+
+def test_cli_submit_wait_downloads_through_the_waiting_api(local_api, tmp_path):
+    flags = ("--api-url", local_api.url, "--api-key", local_api.api_key)
+    _finish_later(local_api, "cli-submit", delay_s=0.5)
+    result = _cli("submit", "--prompt", "p", "--id", "cli-submit", "--wait", "--out", str(tmp_path), *flags)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli-submit-1.png").read_bytes() == b"png of cli-submit"
