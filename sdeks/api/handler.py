@@ -277,8 +277,8 @@ class Api:
             delay = min(delay * 2, longest)
 
     def _answer(self, status: TaskStatus, presign: bool | None) -> dict[str, Any]:
-        """The status as answered: with presigned image URLs when asked."""
-        if presign:
+        """The status as answered: with presigned image URLs when asked, or by default when so configured."""
+        if self.settings.presign_images if presign is None else presign:
             status.image_urls = [self._presign(uri) for uri in status.images if self._presignable(uri)]
         return status.model_dump(mode="json")
 
@@ -308,7 +308,7 @@ def _no_task(task_id: str) -> HttpError:
 
 
 def _flag(value: str) -> bool | None:
-    """A boolean query flag; ``None`` when absent (empty)."""
+    """A boolean query flag; ``None`` when absent (empty), so the configured default applies."""
     value = value.strip().lower()
     return (value in TRUE_VALUES) if value else None
 

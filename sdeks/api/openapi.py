@@ -70,7 +70,10 @@ def openapi_document() -> dict[str, Any]:
         "name": "presign",
         "in": "query",
         "required": False,
-        "description": "1: add image_urls, presigned HTTPS GET URLs of the images",
+        "description": (
+            "1: add image_urls, presigned HTTPS GET URLs of the images; 0: leave them out; absent: as the "
+            "deployment is configured (off unless enabled)"
+        ),
         "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
     }
     status_answer = {

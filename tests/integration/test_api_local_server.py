@@ -1,5 +1,5 @@
 """The local HTTP adapter as a real process: key check, body limit, the handler's answers over HTTP,
-waiting for results, and the CLI against it."""
+waiting for results, presigned URLs, and the CLI against it."""
 
 from __future__ import annotations
 
@@ -238,6 +238,31 @@ def test_submit_wait_that_runs_out_is_the_usual_202(local_api):
     )
     assert resp.status_code == 202 and _check(resp)["status"] == "queued"
     assert 1 <= time.monotonic() - started < 4
+
+
+# --- presigned URLs by configuration ------------------------------------------------------
+
+
+def test_presigned_urls_in_every_status_when_configured(local_api_presigning):
+    api = local_api_presigning
+    key = {"x-api-key": api.api_key}
+    _finish_later(api, "presigned", delay_s=0)
+    assert _submit(api, "presigned").status_code == 202
+    status = _check(httpx.get(f"{api.url}/v1alpha2/tasks/presigned", params={"wait": 10}, headers=key, timeout=30))
+    assert status["status"] == "succeeded"
+    [url] = status["image_urls"]  # without ?presign=1
+    assert url.startswith("http") and "X-Amz-Expires=900" in url
+    assert httpx.get(url).content == b"png of presigned"
+    opted_out = _check(httpx.get(f"{api.url}/v1alpha2/tasks/presigned", params={"presign": "0"}, headers=key))
+    assert opted_out["image_urls"] is None
+
+
+def test_presigned_urls_only_on_request_by_default(local_api):
+    key = {"x-api-key": local_api.api_key}
+    _finish_later(local_api, "not-presigned", delay_s=0)
+    assert _submit(local_api, "not-presigned").status_code == 202
+    status = httpx.get(f"{local_api.url}/v1alpha2/tasks/not-presigned", params={"wait": 10}, headers=key, timeout=30)
+    assert _check(status)["status"] == "succeeded" and _check(status)["image_urls"] is None
 
 
 # --- the CLI against the real server ------------------------------------------------------
