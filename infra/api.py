@@ -216,6 +216,14 @@ class Api(Construct):
             request_validator=validator,
             request_parameters={"method.request.path.id": True, **optional_query},
         )
+        # POST /v1alpha2/tasks/{id}/cancel: the Lambda's conditional UpdateItem on the task row (TaskRows)
+        task.add_resource("cancel").add_method(
+            "POST",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_parameters={"method.request.path.id": True},
+        )
         version.add_resource("runtimes").add_method(
             "GET", integration, api_key_required=True, request_validator=validator
         )

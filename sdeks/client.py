@@ -1,4 +1,4 @@
-"""A small client for the v1alpha2 API: submit, wait for the end, download images.
+"""A small client for the v1alpha2 API: submit, wait for the end, cancel, download images.
 
 Waiting uses the API's ``?wait=N`` (the server holds the request until the task ends), so a
 wait costs one request per ``MAX_WAIT_S`` rather than a poll every half second. Downloads use
@@ -72,6 +72,10 @@ class ApiClient:
             params["wait"] = str(wait_s)
         response = self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params, timeout=self._timeout(wait_s))
         return TaskStatus.model_validate(self._check(response))
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a queued or running task (idempotent); ApiError ``task_finished`` when it already ended."""
+        return TaskStatus.model_validate(self._check(self._http.post(f"/{API_VERSION}/tasks/{task_id}/cancel")))
 
     def _timeout(self, wait_s: int) -> httpx.Timeout:
         timeout = self._http.timeout

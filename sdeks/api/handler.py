@@ -1,12 +1,12 @@
-"""The API handler: submit, status (optionally waiting for the end), runtimes.
+"""The API handler: submit, status (optionally waiting for the end), cancel, runtimes.
 
 Routes: ``POST /v1alpha2[?wait=N]``, ``GET /v1alpha2/tasks/{id}[?wait=N&presign=0|1]``,
-``GET /v1alpha2/runtimes``.
+``POST /v1alpha2/tasks/{id}/cancel``, ``GET /v1alpha2/runtimes``.
 
 Entry point :func:`handler` takes an API Gateway REST proxy event; Powertools' REST resolver
 routes it (path and query parameters validated by its validation layer), this module answers:
 
-- 202 accepted (submit), 200 (status, runtimes; submit with ``?wait=N`` when the task
+- 202 accepted (submit), 200 (status, cancel, runtimes; submit with ``?wait=N`` when the task
   ended within N seconds: its final status);
 - 4xx for every client mistake, as ``{"error": {"code", "message", "details"}}``, with the
   contract's :class:`ErrorCode` (404 for an unknown route, 405 with ``Allow`` for a wrong method);
@@ -282,6 +282,27 @@ class Api:
             status.image_urls = [self._presign(uri) for uri in status.images if self._presignable(uri)]
         return status.model_dump(mode="json")
 
+    # --- POST /v1alpha2/tasks/{id}/cancel ---------------------------------------
+
+    def cancel(self, task_id: str) -> Response:
+        """Cancel a queued or running task: 200 ``cancelled`` (again on a repeat), 409 once it finished."""
+        try:
+            status = self.table.cancel(task_id)
+        except _aws_errors() as exc:
+            logger.warning("cancel_unavailable", extra={"task_id": task_id, "error": type(exc).__name__})
+            raise _unavailable("the task table") from None
+        if status is None:
+            raise _no_task(task_id)
+        if status.status != "cancelled":
+            raise HttpError(
+                409,
+                ErrorCode.TASK_FINISHED,
+                f"task {task_id!r} already {status.status}; only a queued or running task can be cancelled",
+                {"id": task_id, "status": status.status},
+            )
+        logger.info("cancelled", extra={"task_id": task_id, "runtime": status.runtime})
+        return json_answer(200, status.model_dump(mode="json"))
+
     def _presignable(self, uri: str) -> bool:
         return uri.startswith(f"s3://{self.settings.output_bucket}/")
 
@@ -390,6 +411,11 @@ def submit_task(wait: WaitSeconds = 0, presign: Flag = "") -> Response[str]:
 @_route("GET", f"/{API_VERSION}/tasks/<task_id>")
 def get_task(task_id: TaskId, wait: WaitSeconds = 0, presign: Flag = "") -> Response[str]:
     return current_api().status(task_id, presign=_flag(presign), wait_s=wait)
+
+
+@_route("POST", f"/{API_VERSION}/tasks/<task_id>/cancel")
+def cancel_task(task_id: TaskId) -> Response[str]:
+    return current_api().cancel(task_id)
 
 
 @_route("GET", f"/{API_VERSION}/runtimes")

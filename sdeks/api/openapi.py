@@ -159,6 +159,29 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            f"/{API_VERSION}/tasks/{{id}}/cancel": {
+                "post": {
+                    "operationId": "cancelTask",
+                    "summary": "Cancel a queued or running task (idempotent)",
+                    "description": (
+                        "A queued task never runs; a running one is interrupted. Both end as status cancelled, "
+                        "with a completion event whose status is cancelled. Cancelling again answers the same."
+                    ),
+                    "parameters": [id_param],
+                    "responses": {
+                        "200": {**status_answer, "description": "the task, now (or already) cancelled"},
+                        "400": _error(f"{ErrorCode.INVALID_ID}", err),
+                        "403": forbidden,
+                        "404": _error(f"{ErrorCode.NOT_FOUND}: no task with this id", err),
+                        "409": _error(
+                            f"{ErrorCode.TASK_FINISHED}: the task already succeeded or failed (details.status)", err
+                        ),
+                        "429": throttled,
+                        "500": internal,
+                        "503": unavailable,
+                    },
+                }
+            },
             f"/{API_VERSION}/runtimes": {
                 "get": {
                     "operationId": "listRuntimes",

@@ -1,4 +1,4 @@
-"""``sdeks submit``, ``sdeks status`` and ``sdeks events``: use a local or deployed stack."""
+"""``sdeks submit``, ``sdeks status``, ``sdeks cancel`` and ``sdeks events``: use a local or deployed stack."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("status")(status)
+    app.command("cancel")(cancel)
     app.command("events")(events)
 
 
@@ -129,6 +130,8 @@ def submit(
                 _show(final)
             if final.status == "failed":
                 raise fail(f"task {final.id} failed: {final.error}")
+            if final.status == "cancelled":
+                raise fail(f"task {final.id} was cancelled")
             for path in client.download(final, out):
                 print(path)
         except ApiError as exc:
@@ -152,6 +155,21 @@ def status(
     with _client(api_url, api_key) as client:
         try:
             print(client.status(task_id, presign=presign, wait_s=wait).model_dump_json(indent=2, exclude_none=True))
+        except ApiError as exc:
+            raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach the API: {exc}") from None
+
+
+def cancel(
+    task_id: str = typer.Argument(..., help="task id"),
+    api_url: str = typer.Option(None, envvar="SDEKS_API_URL"),
+    api_key: str = typer.Option(None, envvar="SDEKS_API_KEY"),
+) -> None:
+    """Cancel a queued or running task; print its status (cancelled) as JSON."""
+    with _client(api_url, api_key) as client:
+        try:
+            print(client.cancel(task_id).model_dump_json(indent=2, exclude_none=True))
         except ApiError as exc:
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
         except httpx.HTTPError as exc:

@@ -1,5 +1,5 @@
 """The local HTTP adapter as a real process: key check, body limit, the handler's answers over HTTP,
-waiting for results, presigned URLs, and the CLI against it."""
+waiting for results, cancel, presigned URLs, and the CLI against it."""
 
 from __future__ import annotations
 
@@ -240,6 +240,84 @@ def test_submit_wait_that_runs_out_is_the_usual_202(local_api):
     assert 1 <= time.monotonic() - started < 4
 
 
+# --- cancel ---------------------------------------------------------------------------
+
+
+def _cancel(local_api, task_id: str) -> httpx.Response:
+    return httpx.post(f"{local_api.url}/v1alpha2/tasks/{task_id}/cancel", headers={"x-api-key": local_api.api_key})
+
+
+def test_cancel_a_queued_task_is_final_and_idempotent(local_api):
+    key = {"x-api-key": local_api.api_key}
+    assert _submit(local_api, "cancel-q").status_code == 202
+    first = _cancel(local_api, "cancel-q")
+    assert first.status_code == 200
+    body = _check(first)
+    assert body["status"] == "cancelled" and body["finished_at"] and body["images"] == []
+    again = _cancel(local_api, "cancel-q")
+    assert again.status_code == 200 and _check(again) == body
+    status = httpx.get(f"{local_api.url}/v1alpha2/tasks/cancel-q", headers=key)
+    assert _check(status)["status"] == "cancelled"
+    # the agent's writes can no longer move it: it may not start, finish or fail the task
+    table = _table(local_api)
+    assert table.is_cancelled("cancel-q")
+    assert table.mark_running("cancel-q", "sdruntime", attempt=1) is None
+    assert table.mark_succeeded("cancel-q", ["s3://b/x.png"]) is False
+    assert table.mark_failed("cancel-q", "late") is False
+    assert table.get("cancel-q").status == "cancelled" and table.get("cancel-q").images == []
+
+
+def test_cancel_a_running_task(local_api):
+    assert _submit(local_api, "cancel-r").status_code == 202
+    table = _table(local_api)
+    table.mark_running("cancel-r", "sdruntime", attempt=1)
+    assert not table.is_cancelled("cancel-r")
+    resp = _cancel(local_api, "cancel-r")
+    assert resp.status_code == 200 and _check(resp)["status"] == "cancelled"
+    assert table.is_cancelled("cancel-r")
+
+
+def test_a_wait_ends_when_the_task_is_cancelled(local_api):
+    key = {"x-api-key": local_api.api_key}
+    assert _submit(local_api, "cancel-w").status_code == 202
+    timer = threading.Timer(1.0, _cancel, args=(local_api, "cancel-w"))
+    timer.start()
+    started = time.monotonic()
+    resp = httpx.get(f"{local_api.url}/v1alpha2/tasks/cancel-w", params={"wait": 20}, headers=key, timeout=30)
+    timer.join()
+    assert _check(resp)["status"] == "cancelled" and time.monotonic() - started < 6
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed"])
+def test_cancel_a_finished_task_is_409_with_its_state(local_api, state):
+    key = {"x-api-key": local_api.api_key}
+    task_id = f"cancel-done-{state}"
+    _finish_later(local_api, task_id, delay_s=0, status=state)
+    assert _submit(local_api, task_id).status_code == 202
+    assert (
+        _check(httpx.get(f"{local_api.url}/v1alpha2/tasks/{task_id}", params={"wait": 10}, headers=key, timeout=30))[
+            "status"
+        ]
+        == state
+    )
+    resp = _cancel(local_api, task_id)
+    assert resp.status_code == 409
+    err = _check(resp)["error"]
+    assert err["code"] == "task_finished" and err["details"] == {"id": task_id, "status": state}
+    assert state in err["message"]
+
+
+def test_cancel_errors(local_api):
+    key = {"x-api-key": local_api.api_key}
+    assert _check(_cancel(local_api, "no-such-task"))["error"]["code"] == "not_found"
+    assert _cancel(local_api, "no-such-task").status_code == 404
+    resp = _cancel(local_api, "bad%20id")
+    assert resp.status_code == 400 and _check(resp)["error"]["code"] == "invalid_id"
+    resp = httpx.get(f"{local_api.url}/v1alpha2/tasks/x/cancel", headers=key)
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert httpx.post(f"{local_api.url}/v1alpha2/tasks/x/cancel").status_code == 403
+
+
 # --- presigned URLs by configuration ------------------------------------------------------
 
 
@@ -278,13 +356,22 @@ def _cli(*args: str):
     return result
 
 
-def test_cli_status_wait(local_api):
+def test_cli_cancel_and_status_wait(local_api):
     flags = ("--api-url", local_api.url, "--api-key", local_api.api_key)
+    assert _submit(local_api, "cli-cancel").status_code == 202
+    result = _cli("cancel", "cli-cancel", *flags)
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "cancelled"
+    assert _cli("cancel", "cli-cancel", *flags).exit_code == 0  # idempotent
+    result = _cli("status", "cli-cancel", "--wait", "5", *flags)
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "cancelled"
+
     _finish_later(local_api, "cli-done", delay_s=0)
     assert _submit(local_api, "cli-done").status_code == 202
     started = time.monotonic()
     result = _cli("status", "cli-done", "--wait", "20", *flags)
     assert json.loads(result.stdout)["status"] == "succeeded" and time.monotonic() - started < 8
+    result = _cli("cancel", "cli-done", *flags)
+    assert result.exit_code == 1 and "already succeeded" in result.output and "task_finished" in result.output
     assert _cli("status", "x", "--wait", "26", *flags).exit_code == 2  # bounded like the API
 
 
