@@ -487,16 +487,21 @@ def _bug(exc: Exception) -> Response:
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """AWS Lambda entry for API Gateway REST proxy events."""
     started = time.monotonic()
+    cleaned: dict[str, Any] | None = None
     try:
         cleaned = clean_event(event)
     except HttpError as exc:
-        return exc.response()
-    response = app.resolve(cleaned, context)
+        response = exc.response()
+    # every line of this request carries API Gateway's request id, as the access log does (None drops a
+    # stale one); per thread, because the local server runs requests side by side
+    logger.thread_safe_append_keys(request_id=cleaned["requestContext"]["requestId"] or None if cleaned else None)
+    if cleaned is not None:
+        response = app.resolve(cleaned, context)
     logger.info(
         "request",
         extra={
-            "method": cleaned["httpMethod"][:10],
-            "path": cleaned["path"][:200],
+            "method": cleaned["httpMethod"][:10] if cleaned else None,
+            "path": cleaned["path"][:200] if cleaned else None,
             "status": response["statusCode"],
             "ms": round((time.monotonic() - started) * 1000, 1),
         },
