@@ -58,9 +58,12 @@ class ApiClient:
             error.get("details"),
         )
 
-    def submit(self, request: dict[str, Any], wait_s: int = 0) -> SubmitResponse | TaskStatus:
-        """Submit; with ``wait_s``, the final status (with image URLs) when the task ends that soon."""
-        params = {"wait": str(wait_s), "presign": "1"} if wait_s else None
+    def submit(self, request: dict[str, Any]) -> SubmitResponse:
+        return SubmitResponse.model_validate(self._check(self._http.post(f"/{API_VERSION}", json=request)))
+
+    def submit_and_wait(self, request: dict[str, Any], wait_s: int) -> SubmitResponse | TaskStatus:
+        """Submit with ``?wait``: the final status (with image URLs) when the task ends that soon, else the 202."""
+        params = {"wait": str(wait_s), "presign": "1"}
         response = self._http.post(f"/{API_VERSION}", json=request, params=params, timeout=self._timeout(wait_s))
         body = self._check(response)
         return TaskStatus.model_validate(body) if response.status_code == 200 else SubmitResponse.model_validate(body)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from sdeks.client import ApiClient, ApiError
-from sdeks.contract import MAX_WAIT_S, TASK_TYPES, SubmitResponse, TaskStatus
+from sdeks.contract import MAX_WAIT_S, TASK_TYPES, TaskStatus
 from sdeks.local.state import read_state, state_path
 
 console = Console(stderr=True)
@@ -118,16 +118,13 @@ def submit(
     body = build_request(file, prompt, runtime, tasktype, init_image, task_id, steps, size)
     with _client(api_url, api_key) as client:
         try:
-            answer = client.submit(body, wait_s=min(MAX_WAIT_S, int(timeout)) if wait else 0)
-            if isinstance(answer, SubmitResponse):
-                console.print(f"{answer.id}: queued on {answer.runtime} → {answer.output_location}", highlight=False)
-                if not wait:
-                    print(answer.model_dump_json())
-                    return
-                final = client.wait(answer.id, timeout_s=timeout, on_change=_show)
-            else:  # ended within the submit's own wait
-                final = answer
-                _show(final)
+            accepted = client.submit(body)
+            console.print(f"{accepted.id}: queued on {accepted.runtime} → {accepted.output_location}", highlight=False)
+            if not wait:
+                print(accepted.model_dump_json())
+                return
+            # each status change is shown as the server-side waits (GET ?wait=N) return
+            final = client.wait(accepted.id, timeout_s=timeout, on_change=_show)
             if final.status == "failed":
                 raise fail(f"task {final.id} failed: {final.error}")
             if final.status == "cancelled":

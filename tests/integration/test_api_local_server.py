@@ -381,3 +381,16 @@ def test_cli_submit_wait_downloads_through_the_waiting_api(local_api, tmp_path):
     result = _cli("submit", "--prompt", "p", "--id", "cli-submit", "--wait", "--out", str(tmp_path), *flags)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli-submit-1.png").read_bytes() == b"png of cli-submit"
+
+
+def test_client_submit_and_wait(local_api):
+    from sdeks.client import ApiClient
+    from sdeks.contract import TaskStatus
+
+    _finish_later(local_api, "client-wait", delay_s=0.3)
+    with ApiClient(local_api.url, local_api.api_key) as client:
+        final = client.submit_and_wait(txt2img(task_id="client-wait"), wait_s=15)
+        assert isinstance(final, TaskStatus) and final.status == "succeeded"
+        assert httpx.get(final.image_urls[0]).content == b"png of client-wait"
+        queued = client.submit_and_wait(txt2img(task_id="client-wait-out"), wait_s=1)
+        assert isinstance(queued, SubmitResponse) and queued.status == "queued"
