@@ -5,9 +5,9 @@ two runtime calls:
 
 - the **receiver** waits for the runtime's health probe, then long-polls SQS
   (through the :class:`~queue_agent.consumer.SqsConsumer`) whenever fewer tasks are
-  prepared ahead of the runtime than the prefetch target — a count
-  (``SDEKS_PREFETCH``) raised to cover :data:`PREFETCH_HORIZON_S` of runtime work
-  at the recent task duration, so short tasks get a deeper buffer;
+  prepared beyond the two in flight at the runtime than the prefetch target — a
+  count (``SDEKS_PREFETCH``) raised to cover :data:`PREFETCH_HORIZON_S` of runtime
+  work at the recent task duration, so short tasks get a deeper buffer;
 - the **prepare pool** parses each message once (claim check included), checks
   for an earlier completion and a cancellation, and fetches inputs, several at once;
 - the **dispatcher** sends prepared tasks in receive order to the
@@ -228,7 +228,11 @@ class Agent:
             return len(self._held)
 
     def ahead_target(self) -> int:
-        """Tasks to hold prepared ahead of the executing one: the count, raised to cover the time horizon."""
+        """Tasks to hold prepared beyond those in flight at the runtime: the count, raised to cover the time horizon.
+
+        Until a task has run, only the count applies: an agent that just started does not yet know
+        whether its tasks take 0.1 s or 5 minutes, and must not lock up ten long ones.
+        """
         count = self.settings.prefetch
         if count == 0 or self._run_avg_s is None:
             return count
@@ -240,7 +244,7 @@ class Agent:
             if self._count(Stage.FINISHING) >= MAX_FINISHING:
                 return 0
             unfinished = self._count(Stage.PREPARING, Stage.READY, Stage.RUNNING)
-            return 1 + self.ahead_target() - unfinished
+            return self.lane.depth + self.ahead_target() - unfinished
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -466,6 +470,11 @@ class Agent:
             if isinstance(error, RuntimeUnavailable):
                 self.runtime_ready.clear()
                 self.metrics.ready.set(0)
+        self._to_finish(held)
+
+    def _settle(self, held: Held) -> None:
+        """Fold in what the status row and the cancel watch said while the task ran (on the finishing side,
+        so a slow status write never holds up the runtime lane)."""
         try:
             if held.marking is not None and held.marking.result() is None:
                 held.verdict, held.result = Verdict.ALREADY_SUCCEEDED, None
@@ -474,7 +483,6 @@ class Agent:
                 held.verdict, held.error = Verdict.RETRY, aws_error("status update failed", exc)
         if held.cancelled:
             held.verdict, held.result = Verdict.CANCELLED, None
-        self._to_finish(held)
 
     # --- cancellation -----------------------------------------------------------
 
@@ -514,6 +522,7 @@ class Agent:
             Verdict.CANCELLED: self._acknowledge(Outcome.CANCELLED),
             Verdict.UNPARSEABLE: self._unparseable,
         }
+        self._settle(held)
         assert held.verdict is not None
         try:
             outcome, fields = handlers[held.verdict](held)

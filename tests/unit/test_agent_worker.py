@@ -301,12 +301,13 @@ def test_running_task_cancelled_is_interrupted_and_not_stored(aws, make_agent):
 def test_shutdown_releases_what_it_holds(aws, make_agent):
     ids = [aws.send()["id"] for _ in range(3)]
     gpu = GpuAdapter(block=threading.Event())
-    agent = make_agent(gpu, prefetch=1)  # one executing, one waiting at the runtime
-    wait_for(lambda: agent.held_count() == 2 and gpu.order == ids[:1])
-    time.sleep(0.3)
-    assert agent.held_count() == 2, "prefetch 1 holds the executing task and the next one only"
+    agent = make_agent(gpu, prefetch=1)  # one executing, one waiting at the runtime, one prepared
+    wait_for(lambda: agent.held_count() == 3 and gpu.order == ids[:1])
+    aws.send()
+    time.sleep(1.5)
+    assert agent.held_count() == 3, "prefetch 1 holds the two in flight at the runtime and one more"
     agent.shutdown(grace_s=0.3)
-    assert aws.counts() == (3, 0), "every held message goes back at once"
+    assert aws.counts() == (4, 0), "every held message goes back at once"
     gpu.block.set()
 
 
