@@ -115,6 +115,8 @@ class SqsConsumer:
         """
         done: Future[None] = Future()
         with self._lock:
+            if self._closed.is_set():
+                raise TransientError("delete skipped: the agent is stopping")
             self._held.pop(msg.message_id, None)
             self._acks.append((msg, done))
             self._acks_ready.notify_all()

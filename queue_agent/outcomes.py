@@ -33,6 +33,7 @@ class Outcome(Enum):
     REPLAYED = _Report("skipped", logging.INFO, "task completed earlier; event re-announced")
     CANCELLED = _Report("cancelled", logging.INFO, "task cancelled; acknowledging")
     UNPARSEABLE = _Report("unparseable", logging.WARNING, "unparseable message left for the DLQ")
+    DEFERRED = _Report("deferred", logging.INFO, "another copy of the task is held; this one comes back later")
     RELEASED_PREFETCHED = _Report("", logging.INFO, "releasing prefetched task")
     RELEASED_UNFINISHED = _Report("", logging.WARNING, "releasing unfinished task")
 

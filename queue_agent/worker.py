@@ -103,6 +103,8 @@ class Verdict(Enum):
     """Cancelled before or while running: acknowledge, store nothing."""
     UNPARSEABLE = auto()
     """No task id: leave it for the DLQ."""
+    DUPLICATE = auto()
+    """Another copy of the task is held here: put this one back until that copy has stored its event."""
 
 
 @dataclass(eq=False)
@@ -173,7 +175,7 @@ class Agent:
     ) -> None:
         self.settings = settings
         aws = clients or AwsClients.from_settings(settings)
-        self.s3, self.table = aws.s3, aws.table
+        self.table = aws.table
         self.consumer = SqsConsumer(aws.sqs, settings.queue_url, visibility_s=settings.visibility_s, clock=time.time)
         self.storage = Storage(aws.s3, settings.output_bucket)
         self.publisher = events.Publisher(aws.sns, settings.results_topic_arn)
@@ -389,7 +391,9 @@ class Agent:
         except Rejected as exc:
             held.identity, held.error = exc.identity, exc.error
             return Verdict.REJECTED if isinstance(exc.error, PermanentError) else Verdict.RETRY
-        held.job, held.identity = job, job.identity
+        if not self._claim(held, job):
+            return Verdict.DUPLICATE
+        held.job = job
         held.stored_event = self.storage.get_event(job.task_id)
         if held.stored_event is not None:
             return Verdict.ANNOUNCED_BEFORE
@@ -398,6 +402,17 @@ class Agent:
         self.adapter.prepare(job, self.fetcher)
         log.info("task received", extra=held.fields(tasktype=job.tasktype))
         return None
+
+    def _claim(self, held: Held, job: Job) -> bool:
+        """Make ``held`` the one copy of its task this agent works on; ``False`` if another copy is held.
+
+        SNS delivers at least once, so two copies of a task may arrive in one batch. Only one
+        runs; the other comes back once the first has stored its event, and re-announces it.
+        """
+        with self._cond:
+            taken = any(other.task_id == job.task_id for other in self._held.values() if not other.released)
+            held.identity = job.identity
+            return not taken
 
     # --- dispatcher -------------------------------------------------------------
 
@@ -521,6 +536,7 @@ class Agent:
             Verdict.ANNOUNCED_BEFORE: self._replay,
             Verdict.CANCELLED: self._acknowledge(Outcome.CANCELLED),
             Verdict.UNPARSEABLE: self._unparseable,
+            Verdict.DUPLICATE: self._defer,
         }
         self._settle(held)
         assert held.verdict is not None
@@ -662,6 +678,11 @@ class Agent:
             held, backoff_s(held.msg.receive_count, self.settings.backoff_base_s, self.settings.backoff_max_s)
         )
         return Outcome.UNPARSEABLE, {"reason": held.unparseable, "max_receive_count": self.max_receive_count}
+
+    def _defer(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
+        delay = backoff_s(1, self.settings.backoff_base_s, self.settings.backoff_max_s)
+        self._release(held, delay)
+        return Outcome.DEFERRED, {"backoff_s": delay}
 
     @staticmethod
     def _status(update: Callable[..., Any], *args: Any) -> Any:

