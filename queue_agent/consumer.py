@@ -103,10 +103,6 @@ class SqsConsumer:
                 self._held[msg.message_id] = msg
         return received
 
-    def held_count(self) -> int:
-        with self._lock:
-            return len(self._held)
-
     def ack(self, msg: Received) -> None:
         """Delete a message (batched with concurrent acks); raises :class:`TransientError` if SQS refused.
 

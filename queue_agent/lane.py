@@ -99,10 +99,6 @@ class RuntimeLane:
         self._watchdog = threading.Thread(target=self._watch, name="runtime-watchdog", daemon=True)
         self._watchdog.start()
 
-    def in_flight(self) -> int:
-        with self._cond:
-            return len(self._slots)
-
     def alive(self) -> bool:
         return self._watchdog.is_alive()
 
@@ -119,10 +115,6 @@ class RuntimeLane:
         if exclusive or self._slots[-1].exclusive:
             return False
         return len(self._slots) < self.depth
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: not self._slots, timeout_s)
 
     def submit(self, job: Job, on_done: Done) -> Slot:
         """Send ``job`` to the runtime now (call after :meth:`wait_room`); ``on_done`` gets its result."""

@@ -471,6 +471,7 @@ class Agent:
 
     def _ran(self, held: Held, slot: Slot, result: RuntimeResult | None, error: TaskError | None) -> None:
         """The runtime answered (or failed): decide the verdict and hand the task to the finishing side."""
+        held.slot = slot
         self.metrics.add_busy(slot.run_s)
         if error is None:
             self._run_avg_s = (
