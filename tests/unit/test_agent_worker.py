@@ -410,3 +410,18 @@ def test_received_from_sqs_keeps_the_receive_count():
         {"MessageId": "m", "ReceiptHandle": "r", "Body": "{}", "Attributes": {"ApproximateReceiveCount": "3"}}, 1.0
     )
     assert msg.receive_count == 3 and msg.received_at == 1.0
+
+
+def test_heartbeat_keeps_every_held_message_invisible_and_release_gives_it_back(aws):
+    aws.sqs.send_message_batch(QueueUrl=aws.queue_url, Entries=[{"Id": str(i), "MessageBody": "x"} for i in range(3)])
+    consumer = SqsConsumer(aws.sqs, aws.queue_url, visibility_s=2, clock=time.time)
+    held = consumer.receive(10, 0)
+    assert len(held) == 3
+    time.sleep(1.2)
+    consumer.beat()
+    time.sleep(1.2)  # past the visibility of the receive: only the heartbeat keeps them hidden
+    assert aws.counts() == (0, 3)
+    consumer.release(held[0], 0)
+    assert aws.counts() == (1, 2)
+    consumer.beat()  # a released message is not hidden again
+    assert aws.counts() == (1, 2)
