@@ -169,3 +169,15 @@ def test_settings_from_agent_env(monkeypatch):
     assert settings.health_path == "/healthz"
     names = {f"SDEKS_{name.upper()}" for name in Settings.model_fields}
     assert {key for key in env if key.startswith("SDEKS_")} <= names, "local mode sets a name the agent ignores"
+
+
+def test_adapters_cover_exactly_the_contracts_runtime_and_task_types():
+    from queue_agent.adapters import make_adapter
+    from queue_agent.adapters.sdwebui import ENDPOINTS
+    from sdeks.contract import RUNTIME_TYPES, TASKTYPES_BY_RUNTIME_TYPE
+
+    assert set(ENDPOINTS) == set(TASKTYPES_BY_RUNTIME_TYPE["sdwebui"])
+    kinds = {
+        runtime_type: type(make_adapter(runtime_type, "http://127.0.0.1:9", 1, "/h")) for runtime_type in RUNTIME_TYPES
+    }
+    assert kinds == {"sdwebui": SdWebUIAdapter, "comfyui": ComfyUIAdapter}
