@@ -6,6 +6,8 @@ side: receive, batched acknowledgements, release, visibility heartbeat),
 hook), :mod:`fetch` (SSRF-safe inputs), :mod:`lane` (two tasks in flight at the
 runtime, timeouts), :mod:`adapters` (sdwebui, comfyui), :mod:`storage`
 (deterministic S3 keys), :mod:`events` (completion events), :mod:`outcomes` (one
-outcome per message, counted and logged in one place), :mod:`worker` (the state
-machine), :mod:`metrics`, :mod:`server` (health/metrics HTTP), :mod:`logs`.
+outcome per message, counted and logged in one place), :mod:`held` (a held message
+and its verdict), :mod:`worker` (the state machine: receive, prepare, dispatch),
+:mod:`finish` (store, announce, acknowledge or put back), :mod:`metrics`,
+:mod:`server` (health/metrics HTTP), :mod:`logs`.
 """

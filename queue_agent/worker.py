@@ -13,19 +13,13 @@ two runtime calls:
 - the **dispatcher** sends prepared tasks in receive order to the
   :class:`~queue_agent.lane.RuntimeLane`, which keeps two in flight: the next
   task already waits at the runtime while the current one executes;
-- the **finish pool** finishes several tasks at once: images and info stored in
-  parallel, the stored event, then publish and status row together, then the
-  acknowledgement (deletes batched by the consumer).
+- the **finish pool** hands each task to the :class:`~queue_agent.finish.Finisher`,
+  several at once.
 
 Every held message stays invisible through the consumer's heartbeat. Each path
-ends in one :class:`~queue_agent.outcomes.Outcome`, counted and logged in one place.
-
-Failure classes (:mod:`queue_agent.errors`): permanent → status failed, failed
-event, delete; transient → visibility set to a backoff, message kept; on the
-last delivery before the DLQ (``ApproximateReceiveCount >= maxReceiveCount``)
-a failed event says the task goes to the DLQ and the status row is marked failed,
-the message is not deleted. Unparseable messages are never deleted either.
-Nothing is deleted before its result is stored and announced.
+ends in one :class:`~queue_agent.outcomes.Outcome`, counted and logged in one place;
+:mod:`queue_agent.finish` documents the failure classes and the order of the
+finishing steps (nothing is deleted before its result is stored and announced).
 """
 
 from __future__ import annotations
@@ -36,10 +30,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum, auto
 from typing import Any
 
 import boto3
@@ -49,19 +42,19 @@ from queue_agent import events, messages
 from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
 from queue_agent.cancel import CancelCheck, NothingCancelled
 from queue_agent.consumer import SqsConsumer
-from queue_agent.errors import AWS_ERRORS, PermanentError, RuntimeUnavailable, TaskError, TransientError, aws_error
+from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.finish import Finisher
+from queue_agent.held import Held, Stage, Verdict
 from queue_agent.lane import DEPTH, RuntimeLane, Slot
 from queue_agent.logs import log
-from queue_agent.messages import ClaimChecks, Identity, Job, Received, Rejected, Routing, Unparseable
+from queue_agent.messages import ClaimChecks, Job, Rejected, Routing, Unparseable
 from queue_agent.metrics import Metrics
 from queue_agent.outcomes import Outcome, report
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
-from sdeks.contract import CompletionEvent, Timings
 from sdeks.tasks_table import TaskTable
 
-MAX_VISIBILITY_S = 43200
 PREFETCH_HORIZON_S = 2.0
 """Prepare at least this much runtime work ahead (at the recent task duration), so short tasks never starve."""
 MAX_AHEAD = 10
@@ -69,74 +62,6 @@ MAX_AHEAD = 10
 MAX_FINISHING = 32
 """Stop receiving while this many tasks are still being stored and announced (AWS is slower than the GPU)."""
 RUN_AVERAGE_WEIGHT = 0.2
-
-
-def backoff_s(receive_count: int, base_s: float, cap_s: float) -> int:
-    """Visibility before the next attempt: ``min(base · 2^(n-1), cap)`` whole seconds."""
-    if base_s <= 0:
-        return 0
-    exponent = min(max(receive_count, 1) - 1, 30)
-    return int(min(MAX_VISIBILITY_S, cap_s, math.ceil(base_s * 2**exponent)))
-
-
-class Stage(Enum):
-    PREPARING = auto()
-    READY = auto()
-    RUNNING = auto()
-    FINISHING = auto()
-
-
-class Verdict(Enum):
-    """What the finishing side must do with a held message."""
-
-    RAN = auto()
-    """The runtime produced the result: store, announce, acknowledge."""
-    REJECTED = auto()
-    """Permanent failure: fail the task, announce, acknowledge."""
-    RETRY = auto()
-    """Transient failure: put the message back with a backoff (or announce the DLQ move)."""
-    ALREADY_SUCCEEDED = auto()
-    """The status row says succeeded: acknowledge, store nothing."""
-    ANNOUNCED_BEFORE = auto()
-    """A stored event exists: publish it again, acknowledge."""
-    CANCELLED = auto()
-    """Cancelled before or while running: acknowledge, store nothing."""
-    UNPARSEABLE = auto()
-    """No task id: leave it for the DLQ."""
-    DUPLICATE = auto()
-    """Another copy of the task is held here: put this one back until that copy has stored its event."""
-
-
-@dataclass(eq=False)
-class Held:
-    """A message this agent holds, and what became of it."""
-
-    msg: Received
-    stage: Stage = Stage.PREPARING
-    verdict: Verdict | None = None
-    job: Job | None = None
-    identity: Identity | None = None
-    error: TaskError | None = None
-    unparseable: str = ""
-    result: RuntimeResult | None = None
-    stored_event: bytes | None = None
-    started_at: datetime | None = None
-    slot: Slot | None = None
-    marking: Future[Any] | None = None
-    cancelled: bool = False
-    released: bool = False
-
-    @property
-    def task_id(self) -> str | None:
-        return self.identity.task_id if self.identity else None
-
-    def fields(self, **more: Any) -> dict[str, Any]:
-        return {
-            "task_id": self.task_id,
-            "message_id": self.msg.message_id,
-            "receive_count": self.msg.receive_count,
-            **more,
-        }
 
 
 @dataclass
@@ -178,7 +103,6 @@ class Agent:
         self.table = aws.table
         self.consumer = SqsConsumer(aws.sqs, settings.queue_url, visibility_s=settings.visibility_s, clock=time.time)
         self.storage = Storage(aws.s3, settings.output_bucket)
-        self.publisher = events.Publisher(aws.sns, settings.results_topic_arn)
         self.fetcher = InputFetcher(
             s3=aws.s3,
             allowed_buckets=settings.input_buckets,
@@ -194,7 +118,6 @@ class Agent:
         self.metrics = Metrics(settings.runtime_name)
         self.routing = Routing(settings.runtime_name, settings.runtime_type)
         self.claims = ClaimChecks(aws.s3, settings.output_bucket, settings.claim_check_max_bytes)
-        self.max_receive_count: int | None = None
 
         self.stopping = threading.Event()
         self.runtime_ready = threading.Event()
@@ -207,7 +130,16 @@ class Agent:
         self._prepare_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
         self._status_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="status")
         self._finish_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="finish")
-        self._io_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="store")
+        self.finisher = Finisher(
+            settings,
+            self.consumer,
+            self.storage,
+            events.Publisher(aws.sns, settings.results_topic_arn),
+            self.table,
+            self.metrics,
+            release=self._release,
+            forget=self._forget,
+        )
 
     # --- held messages ----------------------------------------------------------
 
@@ -251,8 +183,8 @@ class Agent:
     # --- lifecycle --------------------------------------------------------------
 
     def start(self) -> None:
-        self.max_receive_count = self.consumer.max_receive_count()
-        log.info("queue policy", extra={"max_receive_count": self.max_receive_count})
+        self.finisher.max_receive_count = self.consumer.max_receive_count()
+        log.info("queue policy", extra={"max_receive_count": self.finisher.max_receive_count})
         self.consumer.start()
         self._threads = [
             threading.Thread(target=self._guard(self.receive_loop), name="receiver", daemon=True),
@@ -488,18 +420,6 @@ class Agent:
                 self.metrics.ready.set(0)
         self._to_finish(held)
 
-    def _settle(self, held: Held) -> None:
-        """Fold in what the status row and the cancel watch said while the task ran (on the finishing side,
-        so a slow status write never holds up the runtime lane)."""
-        try:
-            if held.marking is not None and held.marking.result() is None:
-                held.verdict, held.result = Verdict.ALREADY_SUCCEEDED, None
-        except AWS_ERRORS as exc:
-            if held.verdict is Verdict.RAN:  # a failure is announced anyway; a success needs its row
-                held.verdict, held.error = Verdict.RETRY, aws_error("status update failed", exc)
-        if held.cancelled:
-            held.verdict, held.result = Verdict.CANCELLED, None
-
     # --- cancellation -----------------------------------------------------------
 
     def cancel_loop(self) -> None:
@@ -523,172 +443,4 @@ class Agent:
         with self._cond:
             held.stage = Stage.FINISHING
             self._cond.notify_all()
-        self._finish_pool.submit(self.finish, held)
-
-    def finish(self, held: Held) -> None:
-        """Carry out a verdict; report exactly one outcome."""
-        if held.released:  # given back at shutdown while it ran; another agent owns it now
-            return
-        handlers: dict[Verdict, Callable[[Held], tuple[Outcome, dict[str, Any]]]] = {
-            Verdict.RAN: self._succeed,
-            Verdict.REJECTED: self._fail,
-            Verdict.RETRY: self._retry,
-            Verdict.ALREADY_SUCCEEDED: self._acknowledge(Outcome.SKIPPED),
-            Verdict.ANNOUNCED_BEFORE: self._replay,
-            Verdict.CANCELLED: self._acknowledge(Outcome.CANCELLED),
-            Verdict.UNPARSEABLE: self._unparseable,
-            Verdict.DUPLICATE: self._defer,
-        }
-        self._settle(held)
-        assert held.verdict is not None
-        try:
-            outcome, fields = handlers[held.verdict](held)
-        except TransientError as exc:  # storing/announcing/acknowledging failed: keep the message
-            held.error = exc
-            outcome, fields = self._retry(held)
-        except Exception:  # a bug must not lose the message: it is retried
-            log.exception("finishing a task failed unexpectedly", extra=held.fields())
-            held.error = TransientError("finishing the task failed unexpectedly")
-            outcome, fields = self._retry(held)
-        finally:
-            self._forget(held)
-            self.metrics.total_duration.observe(time.time() - held.msg.received_at)
-        report(self.metrics, outcome, held.fields(**fields))
-
-    def _timings(self, held: Held) -> Timings:
-        job = held.job
-        assert job is not None and held.started_at is not None
-        queued = max(0.0, (held.started_at - job.submitted_at).total_seconds())
-        total = max(0.0, (datetime.now(UTC) - job.submitted_at).total_seconds())
-        run_s = held.slot.run_s if held.slot else 0.0
-        return Timings(queued_s=round(queued, 3), run_s=round(run_s, 3), total_s=round(total, 3))
-
-    def _put_outputs(self, job: Job, result: RuntimeResult) -> tuple[list[str], str]:
-        """Every image and the info JSON at once: one round trip of wall time, not one per object."""
-        puts = [
-            self._io_pool.submit(self.storage.put_image, job.prefix, job.task_id, n, data)
-            for n, data in enumerate(result.images, start=1)
-        ]
-        info = self._io_pool.submit(self.storage.put_info, job.prefix, job.task_id, result.info)
-        return [put.result() for put in puts], info.result()
-
-    def _together(self, *calls: Callable[[], Any]) -> None:
-        """Run independent AWS calls at once; raise the first failure after all have finished."""
-        futures = [self._io_pool.submit(call) for call in calls]
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-
-    def _succeed(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        job, result = held.job, held.result
-        assert job is not None and result is not None
-        uris, info_uri = self._put_outputs(job, result)
-        event = events.build_event(
-            task_id=job.task_id,
-            runtime=job.runtime,
-            status="succeeded",
-            attempt=held.msg.receive_count,
-            context=job.task.metadata.context,
-            image_url=uris,
-            output_url=info_uri,
-            timings=self._timings(held),
-        )
-        body = events.encode(event)
-        self.storage.put_event(job.task_id, body)
-        self._together(
-            lambda: self.publisher.publish(body, job.runtime, "succeeded"),
-            lambda: self._status(self.table.mark_succeeded, job.task_id, uris),
-        )
-        self.consumer.ack(held.msg)
-        return Outcome.SUCCEEDED, {"images": len(uris), "run_s": round(held.slot.run_s if held.slot else 0.0, 3)}
-
-    def _fail(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        assert held.error is not None and held.identity is not None
-        reason = held.error.reason
-        ident = held.identity
-        runtime = ident.runtime or self.settings.runtime_name
-        if self._status(self.table.mark_failed, ident.task_id, reason):
-            event = events.build_event(
-                task_id=ident.task_id,
-                runtime=runtime,
-                status="failed",
-                attempt=held.msg.receive_count,
-                context=ident.context,
-                error=reason,
-            )
-            body = events.encode(event)
-            self.storage.put_event(ident.task_id, body)
-            self.publisher.publish(body, runtime, "failed")
-        self.consumer.ack(held.msg)
-        return Outcome.FAILED, {"reason": reason}
-
-    def _retry(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        reason = held.error.reason if held.error else "unknown"
-        count = held.msg.receive_count
-        mrc = self.max_receive_count
-        if mrc is not None and count >= mrc and held.identity is not None:
-            self._announce_dlq(held, reason)
-            self._release(held, 0)
-            return Outcome.DLQ, {"reason": reason}
-        delay = backoff_s(count, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        self._release(held, delay)
-        return Outcome.RETRIED, {"reason": reason, "backoff_s": delay}
-
-    def _announce_dlq(self, held: Held, reason: str) -> None:
-        """Last delivery: say so, mark failed, leave the message for SQS to move to the DLQ."""
-        ident = held.identity
-        assert ident is not None
-        runtime = ident.runtime or self.settings.runtime_name
-        error = f"moved to the dead-letter queue after {held.msg.receive_count} attempts: {reason}"
-        try:
-            if self._status(self.table.mark_failed, ident.task_id, error):
-                event = events.build_event(
-                    task_id=ident.task_id,
-                    runtime=runtime,
-                    status="failed",
-                    attempt=held.msg.receive_count,
-                    context=ident.context,
-                    error=error,
-                )
-                self.publisher.publish(events.encode(event), runtime, "failed")
-        except TransientError as exc:
-            log.warning("cannot announce the DLQ move", extra=held.fields(error=exc.reason))
-
-    def _acknowledge(self, outcome: Outcome) -> Callable[[Held], tuple[Outcome, dict[str, Any]]]:
-        def acknowledge(held: Held) -> tuple[Outcome, dict[str, Any]]:
-            self.consumer.ack(held.msg)
-            return outcome, {}
-
-        return acknowledge
-
-    def _replay(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        """The task was announced before (the agent died before deleting): announce the same event again."""
-        assert held.stored_event is not None
-        event = CompletionEvent.model_validate_json(held.stored_event)
-        self.publisher.publish(held.stored_event, event.runtime, event.status)
-        if event.status == "succeeded":
-            self._status(self.table.mark_succeeded, event.id, event.image_url)
-        else:
-            self._status(self.table.mark_failed, event.id, event.error or "failed")
-        self.consumer.ack(held.msg)
-        return Outcome.REPLAYED, {}
-
-    def _unparseable(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        self._release(
-            held, backoff_s(held.msg.receive_count, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        )
-        return Outcome.UNPARSEABLE, {"reason": held.unparseable, "max_receive_count": self.max_receive_count}
-
-    def _defer(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
-        delay = backoff_s(1, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        self._release(held, delay)
-        return Outcome.DEFERRED, {"backoff_s": delay}
-
-    @staticmethod
-    def _status(update: Callable[..., Any], *args: Any) -> Any:
-        """One status-row write, its AWS failure mapped to a transient error."""
-        try:
-            return update(*args)
-        except AWS_ERRORS as exc:
-            raise aws_error("status update failed", exc) from None
+        self._finish_pool.submit(self.finisher.finish, held)

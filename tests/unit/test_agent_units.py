@@ -10,9 +10,9 @@ from queue_agent.adapters.comfyui import ComfyUIAdapter
 from queue_agent.adapters.sdwebui import SdWebUIAdapter, build_payload
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.finish import backoff_s
 from queue_agent.messages import Rejected, Routing, Unparseable, identify, parse
 from queue_agent.settings import Settings
-from queue_agent.worker import backoff_s
 from sdeks.local.agent_env import agent_env
 from tests.fixtures.agent import PNG_B64, PNG_1x1, task_message
 
