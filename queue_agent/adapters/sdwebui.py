@@ -15,14 +15,14 @@ import base64
 import binascii
 import contextlib
 import json
-import time
 from typing import Any
 
 import httpx
 
 from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
-from queue_agent.errors import PermanentError, TransientError
+from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.lane import Slot
 from queue_agent.messages import Job
 from sdeks.contract.images import strip_data_uri
 
@@ -92,11 +92,16 @@ def _strip_images(parameters: Any, inputs: dict[str, str]) -> Any:
 
 class SdWebUIAdapter(HttpAdapter):
     def __init__(self, base_url: str, timeout_s: float, health_path: str = "/healthz") -> None:
-        # One A1111 call renders the whole task, so it may take the task's whole timeout.
+        # One A1111 call renders the whole task, so it may take the task's whole timeout
+        # (each call passes its slot's limit, which adds the wait behind a task ahead).
         super().__init__(base_url, timeout_s, health_path, request_timeout_s=timeout_s)
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
         job.payload = build_payload(job, fetcher)
+
+    def exclusive(self, job: Job) -> bool:
+        """A checkpoint switch changes the model under any task queued at the runtime: it runs alone."""
+        return bool(job.task.content.checkpoint)  # type: ignore[union-attr]
 
     def ensure_checkpoint(self, checkpoint: str) -> None:
         resp = request(self.client, "GET", "/sdapi/v1/options", "options")
@@ -105,21 +110,23 @@ class SdWebUIAdapter(HttpAdapter):
             return
         request(self.client, "POST", "/sdapi/v1/options", "options", json={"sd_model_checkpoint": checkpoint})
 
-    def run(self, job: Job) -> RuntimeResult:
+    def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult:
         if job.payload is None:
             raise PermanentError("task was not prepared")
+        slot = self.slot(job, slot)
         checkpoint = job.task.content.checkpoint  # type: ignore[union-attr]
         if checkpoint:
             self.ensure_checkpoint(checkpoint)
         what = job.tasktype
-        started = time.monotonic()
         try:
-            resp = request(self.client, "POST", ENDPOINTS[job.tasktype], what, json=job.payload)
-        except TransientError as exc:
-            if "timed out" in exc.reason:
-                self.interrupt()
+            resp = request(
+                self.client, "POST", ENDPOINTS[job.tasktype], what, json=job.payload, timeout=slot.request_timeout_s
+            )
+        except RuntimeTimeout:
+            self.interrupt(slot)
             raise
-        run_s = time.monotonic() - started
+        if slot.expired:
+            raise RuntimeTimeout(f"runtime {what} timed out after {slot.timeout_s:g}s")
         body = json_of(resp, what)
         if not isinstance(body, dict):
             raise TransientError(f"runtime {what} answered with an unexpected body")
@@ -138,11 +145,15 @@ class SdWebUIAdapter(HttpAdapter):
                     with contextlib.suppress(ValueError):
                         parsed = json.loads(parsed)
                 info["info"] = parsed
+        if slot.cancelled or (isinstance(info.get("info"), dict) and info["info"].get("interrupted") is True):
+            # partial images of an interrupted run are never stored as the task's result
+            raise TransientError(f"runtime {what} was interrupted")
         info["parameters"] = _strip_images(body.get("parameters", job.payload), job.inputs)
         if checkpoint:
             info["sd_model_checkpoint"] = checkpoint
-        return RuntimeResult(images=images, info=info, run_s=run_s)
+        return RuntimeResult(images=images, info=info)
 
-    def interrupt(self) -> None:
+    def interrupt(self, slot: Slot) -> None:
+        """A1111 interrupts whatever it is executing; the lane calls this only for a started task."""
         with contextlib.suppress(httpx.HTTPError):
             self.client.post("/sdapi/v1/interrupt", timeout=3.0)
