@@ -2,9 +2,10 @@
 
 Several tasks finish at once (the agent's finish pool), and within one task
 independent AWS calls run together: images and info are written in parallel,
-the completion event is stored (the commit record), then publish and status
-row together, then the acknowledgement (batched with other tasks' deletes by
-the consumer). A transient failure anywhere keeps the message: it is released
+the completion event is stored (the commit record), then the status row (whose
+conditional write may say the task was cancelled meanwhile: it is then
+announced cancelled), then the publish, then the acknowledgement (batched with
+other tasks' deletes by the consumer). A transient failure anywhere keeps the message: it is released
 with a backoff, or on its last delivery the DLQ move is announced.
 
 Failure classes (:mod:`queue_agent.errors`): permanent → status failed, failed
@@ -84,7 +85,7 @@ class Finisher:
             Verdict.RETRY: self._retry,
             Verdict.ALREADY_SUCCEEDED: self._acknowledge(Outcome.SKIPPED),
             Verdict.ANNOUNCED_BEFORE: self._replay,
-            Verdict.CANCELLED: self._acknowledge(Outcome.CANCELLED),
+            Verdict.CANCELLED: self._cancelled,
             Verdict.UNPARSEABLE: self._unparseable,
             Verdict.DUPLICATE: self._defer,
         }
@@ -121,14 +122,6 @@ class Finisher:
         info = self._io_pool.submit(self.storage.put_info, job.prefix, job.task_id, result.info)
         return [put.result() for put in puts], info.result()
 
-    def _together(self, *calls: Callable[[], Any]) -> None:
-        """Run independent AWS calls at once; raise the first failure after all have finished."""
-        futures = [self._io_pool.submit(call) for call in calls]
-        errors = [f.exception() for f in futures]
-        for error in errors:
-            if error is not None:
-                raise error
-
     def _succeed(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
         job, result = held.job, held.result
         assert job is not None and result is not None
@@ -145,12 +138,35 @@ class Finisher:
         )
         body = events.encode(event)
         self.storage.put_event(job.task_id, body)
-        self._together(
-            lambda: self.publisher.publish(body, job.runtime, "succeeded"),
-            lambda: self._status(self.table.mark_succeeded, job.task_id, uris),
-        )
+        # The row decides before anything is announced: a cancel that lands while the result is
+        # stored wins, and the task is announced cancelled (never succeeded, then cancelled).
+        if not self._status(self.table.mark_succeeded, job.task_id, uris):
+            return self._cancelled(held)
+        self.publisher.publish(body, job.runtime, "succeeded")
         self.consumer.ack(held.msg)
         return Outcome.SUCCEEDED, {"images": len(uris), "run_s": round(held.slot.run_s if held.slot else 0.0, 3)}
+
+    def _cancelled(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
+        """Cancelled before or while it ran: announce ``cancelled`` (no images), acknowledge.
+
+        The event is stored like any other, so a redelivered copy re-announces it identically.
+        """
+        ident = held.identity
+        if ident is not None:
+            runtime = ident.runtime or self.settings.runtime_name
+            event = events.build_event(
+                task_id=ident.task_id,
+                runtime=runtime,
+                status="cancelled",
+                attempt=held.msg.receive_count,
+                context=ident.context,
+                timings=self._timings(held) if held.started_at is not None else None,
+            )
+            body = events.encode(event)
+            self.storage.put_event(ident.task_id, body)
+            self.publisher.publish(body, runtime, "cancelled")
+        self.consumer.ack(held.msg)
+        return Outcome.CANCELLED, {"ran": held.started_at is not None}
 
     def _fail(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
         assert held.error is not None and held.identity is not None
@@ -215,11 +231,11 @@ class Finisher:
         """The task was announced before (the agent died before deleting): announce the same event again."""
         assert held.stored_event is not None
         event = CompletionEvent.model_validate_json(held.stored_event)
-        self.publisher.publish(held.stored_event, event.runtime, event.status)
-        if event.status == "succeeded":
-            self._status(self.table.mark_succeeded, event.id, event.image_url)
-        else:
+        if event.status == "succeeded" and not self._status(self.table.mark_succeeded, event.id, event.image_url):
+            return self._cancelled(held)  # cancelled between storing the event and the row's write
+        if event.status == "failed":
             self._status(self.table.mark_failed, event.id, event.error or "failed")
+        self.publisher.publish(held.stored_event, event.runtime, event.status)
         self.consumer.ack(held.msg)
         return Outcome.REPLAYED, {}
 

@@ -149,9 +149,12 @@ class RuntimeLane:
             if slot.started_at is None:  # came back before the task ahead of it (a rejection)
                 slot.started_at = finished
             self._slots.remove(slot)
-            if self._slots and self._slots[0].started_at is None:
-                self._slots[0].started_at = finished
+            starting = self._slots[0] if self._slots and self._slots[0].started_at is None else None
+            if starting is not None:
+                starting.started_at = finished
             self._cond.notify_all()
+        if starting is not None and starting.cancelled:  # cancelled while it waited behind this one
+            self.adapter.interrupt(starting)
         on_done(slot, result, error)
 
     def _watch(self) -> None:
@@ -166,12 +169,18 @@ class RuntimeLane:
                 self.adapter.interrupt(slot)
 
     def cancel(self, slot: Slot) -> None:
-        """Interrupt a task in flight on purpose: it comes back interrupted and is not stored."""
+        """Interrupt a task in flight on purpose: it comes back interrupted and is not stored.
+
+        A task still waiting behind another is interrupted as it starts: an interrupt now would
+        stop the task ahead of it (A1111 interrupts whatever it executes).
+        """
         with self._cond:
             if slot not in self._slots:
                 return
             slot.cancelled = True
-        self.adapter.interrupt(slot)
+            started = slot.started_at is not None
+        if started:
+            self.adapter.interrupt(slot)
 
     def close(self) -> None:
         self._closed.set()

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ from botocore.config import Config as BotoConfig
 
 from queue_agent import events, messages
 from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
-from queue_agent.cancel import CancelCheck, NothingCancelled
+from queue_agent.cancel import CancelCheck, StatusRowCancels
 from queue_agent.consumer import SqsConsumer
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
 from queue_agent.fetch import InputFetcher
@@ -53,6 +53,7 @@ from queue_agent.metrics import Metrics
 from queue_agent.outcomes import Outcome, report
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
+from sdeks.contract import TaskStatus
 from sdeks.tasks_table import TaskTable
 
 PREFETCH_HORIZON_S = 2.0
@@ -62,6 +63,8 @@ MAX_AHEAD = 10
 MAX_FINISHING = 32
 """Stop receiving while this many tasks are still being stored and announced (AWS is slower than the GPU)."""
 RUN_AVERAGE_WEIGHT = 0.2
+WATCH_S = 0.5
+"""How often the agent asks whether a running task was cancelled: a cancel interrupts it within about this."""
 
 
 @dataclass
@@ -114,7 +117,7 @@ class Agent:
             settings.runtime_type, settings.runtime_url, settings.task_timeout_s, settings.health_path
         )
         self.lane = RuntimeLane(self.adapter, settings.task_timeout_s, depth=DEPTH if settings.prefetch else 1)
-        self.cancels: CancelCheck = cancels or NothingCancelled()
+        self.cancels: CancelCheck = cancels or StatusRowCancels(self.table)
         self.metrics = Metrics(settings.runtime_name)
         self.routing = Routing(settings.runtime_name, settings.runtime_type)
         self.claims = ClaimChecks(aws.s3, settings.output_bucket, settings.claim_check_max_bytes)
@@ -189,7 +192,7 @@ class Agent:
         self._threads = [
             threading.Thread(target=self._guard(self.receive_loop), name="receiver", daemon=True),
             threading.Thread(target=self._guard(self.dispatch_loop), name="dispatcher", daemon=True),
-            threading.Thread(target=self._guard(self.cancel_loop), name="cancel-watch", daemon=True),
+            threading.Thread(target=self._guard(self.watch_loop), name="watch", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
@@ -378,8 +381,8 @@ class Agent:
                 self.stopping.wait(0.2)
                 continue
             assert held.job is not None
-            if not self.lane.wait_room(self.adapter.exclusive(held.job), self.stopping):
-                continue
+            if not self.lane.wait_room(self.adapter.exclusive(held.job), self.stopping) or held.cancelled:
+                continue  # a task cancelled while it waited for room is finished on the next turn
             if self._pop(held):
                 self._start(held)
 
@@ -400,6 +403,15 @@ class Agent:
         self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
         log.info("task running", extra=held.fields())
         held.slot = self.lane.submit(job, functools.partial(self._ran, held))
+        held.marking.add_done_callback(functools.partial(self._marked, held))
+
+    def _marked(self, held: Held, marking: Future[TaskStatus | None]) -> None:
+        """The status row answered: a row that refused ``running`` because it was cancelled stops the run now."""
+        if marking.exception() is not None or marking.result() is not None:
+            return
+        assert held.task_id is not None
+        if self.cancels.cancelled([held.task_id]):
+            self._interrupt(held)
 
     def _ran(self, held: Held, slot: Slot, result: RuntimeResult | None, error: TaskError | None) -> None:
         """The runtime answered (or failed): decide the verdict and hand the task to the finishing side."""
@@ -422,20 +434,38 @@ class Agent:
 
     # --- cancellation -----------------------------------------------------------
 
-    def cancel_loop(self) -> None:
-        """Every heartbeat, ask whether a held task was cancelled: skip it, or interrupt it on the runtime."""
-        while not self.stopping.wait(self.consumer.heartbeat_s):
+    def watch_loop(self) -> None:
+        """Every :data:`WATCH_S`, ask whether a running task or one of the next to be sent was cancelled;
+        the other held tasks are asked about every heartbeat (and once more as they start, through the
+        status row's refusal to mark them running)."""
+        waiting_checked = time.monotonic()
+        while not self.stopping.wait(WATCH_S):
+            now = time.monotonic()
             with self._cond:
-                watched = {h.task_id: h for h in self._held.values() if h.task_id and h.stage is not Stage.FINISHING}
-            if not watched:
-                continue
-            for task_id in self.cancels.cancelled(list(watched)):
-                held = watched[task_id]
-                held.cancelled = True
-                if held.slot is not None:
+                running = [h for h in self._held.values() if h.task_id and h.stage is Stage.RUNNING]
+                upcoming = [h for h in self._order if h.task_id and not h.cancelled]
+            for held in running:  # an interrupt that reached the runtime before the task began is repeated
+                if held.cancelled and held.slot is not None:
                     self.lane.cancel(held.slot)
-            with self._cond:
-                self._cond.notify_all()
+            next_up = upcoming[: self.lane.depth]
+            if now - waiting_checked >= self.consumer.heartbeat_s:
+                next_up, waiting_checked = upcoming, now
+            watched = {h.task_id: h for h in [*running, *next_up] if h.task_id and not h.cancelled}
+            cancelled = [watched[task_id] for task_id in self.cancels.cancelled(list(watched))] if watched else []
+            for held in cancelled:  # flag every one first: the dispatcher must not send a flagged task
+                held.cancelled = True
+            for held in cancelled:
+                self._interrupt(held)
+            if cancelled:
+                with self._cond:
+                    self._cond.notify_all()
+
+    def _interrupt(self, held: Held) -> None:
+        """The task was cancelled: it will not run, or its run is interrupted and the result discarded."""
+        held.cancelled = True
+        if held.slot is not None:
+            self.lane.cancel(held.slot)
+        log.info("task cancelled by the client", extra=held.fields(running=held.slot is not None))
 
     # --- finishing --------------------------------------------------------------
 

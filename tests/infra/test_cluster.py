@@ -180,6 +180,8 @@ def test_runtime_roles_are_scoped_to_their_queue(synth_two_runtimes):
         assert "sqs:SendMessage" not in allowed
         assert allowed["sns:Publish"] == [{"Ref": topic}]
         assert allowed["dynamodb:UpdateItem"] == [{"Fn::GetAtt": [table, "Arn"]}]
+        # the agent reads the status row to see a client's cancel (before and while a task runs)
+        assert allowed["dynamodb:GetItem"] == [{"Fn::GetAtt": [table, "Arn"]}]
         assert any(f"/{rq.runtime.model.prefix}/*" in json.dumps(r) for r in allowed["s3:GetObject"])
 
 

@@ -291,8 +291,11 @@ def test_cancelled_task_is_acknowledged_without_running(aws, make_agent):
 
     gpu = GpuAdapter()
     agent = make_agent(gpu, cancels=Cancel())
-    (event,) = aws.events(1)
-    assert event["id"] == second and gpu.order == [second]
+    events = {e["id"]: e for e in aws.events(2)}
+    assert gpu.order == [second]
+    assert events[second]["status"] == "succeeded"
+    cancelled = events[first]
+    assert (cancelled["status"], cancelled["result"], cancelled["image_url"]) == ("cancelled", False, [])
     wait_for(lambda: counted(agent, "cancelled") == 1)
     wait_for(lambda: aws.counts() == (0, 0))
 
@@ -306,12 +309,50 @@ def test_running_task_cancelled_is_interrupted_and_not_stored(aws, make_agent):
             return set(task_ids) if cancel_now.is_set() else set()
 
     gpu = GpuAdapter(block=threading.Event())
-    agent = make_agent(gpu, cancels=Cancel(), visibility_s=2)  # the watch runs every heartbeat (2/3 s)
+    agent = make_agent(gpu, cancels=Cancel())  # visibility 30 s: the heartbeat is 10 s, the watch is not
     wait_for(lambda: gpu.order == [msg["id"]])
     cancel_now.set()
+    asked = time.monotonic()
+    wait_for(lambda: gpu.interrupted == [msg["id"]], timeout=1.0)
+    assert time.monotonic() - asked < 1.0, "a running task is interrupted within a second of its cancel"
     wait_for(lambda: counted(agent, "cancelled") == 1)
-    assert gpu.interrupted == [msg["id"]]
+    (event,) = aws.events(1)
+    assert (event["id"], event["status"], event["result"], event["image_url"]) == (msg["id"], "cancelled", False, [])
+    wait_for(lambda: aws.counts() == (0, 0))
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=aws.bucket, Prefix="output/")
+
+
+def test_task_cancelled_as_it_finishes_is_announced_cancelled_not_succeeded(aws, make_agent):
+    msg = aws.send()
+
+    class NeverSeen:  # the cancel lands after the last look: only the status row's write notices it
+        def cancelled(self, task_ids):
+            return set()
+
+    gpu = GpuAdapter(block=threading.Event())
+    agent = make_agent(gpu, cancels=NeverSeen())
+    wait_for(lambda: gpu.order == [msg["id"]] and (aws.row(msg["id"]) or {}).get("status") == "running")
+    assert TaskTable(aws.table).cancel(msg["id"]).status == "cancelled"
+    gpu.block.set()
+    (event,) = aws.events(1)
+    assert (event["status"], event["result"], event["image_url"]) == ("cancelled", False, [])
+    wait_for(lambda: counted(agent, "cancelled") == 1)
+    assert counted(agent, "succeeded") == 0
+    assert aws.row(msg["id"])["status"] == "cancelled"
+    wait_for(lambda: aws.counts() == (0, 0))
+
+
+def test_task_cancelled_in_its_status_row_never_runs(aws, make_agent):
+    msg = aws.send()
+    TaskTable(aws.table).record_submission(msg["id"], "sdruntime", "fp")
+    TaskTable(aws.table).cancel(msg["id"])
+    gpu = GpuAdapter()
+    agent = make_agent(gpu)  # the agent's own check: the status row
+    (event,) = aws.events(1)
+    assert (event["id"], event["status"]) == (msg["id"], "cancelled")
+    wait_for(lambda: counted(agent, "cancelled") == 1)
+    assert gpu.order == []
+    wait_for(lambda: aws.counts() == (0, 0))
 
 
 def test_shutdown_releases_what_it_holds(aws, make_agent):

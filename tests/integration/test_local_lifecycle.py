@@ -1,0 +1,166 @@
+"""Task lifecycle end to end in local mode: cancel (queued and running), through the real API, agent and runtime.
+
+One stack per module (``sdeks local up --detach``) with one sdwebui runtime on
+the tiny model; a results subscriber (:class:`sdeks.events.EventSubscription`)
+sees every event the agent publishes, with its message attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from sdeks.events import EventSubscription
+from sdeks.local.state import LocalState
+from tests.fixtures.local import local_stack
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+project: lifetest
+runtimes:
+  - name: sdruntime
+    type: sdwebui
+"""
+
+LONG = {"prompt": "a long walk", "steps": 150, "width": 128, "height": 128, "n_iter": 4}
+"""A task the tiny model needs several seconds for: long enough to cancel while it runs."""
+SHORT = {"prompt": "a kite", "steps": 2, "width": 64, "height": 64}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_model_dir) -> Iterator[LocalState]:
+    with local_stack(tmp_path_factory.mktemp("life"), CONFIG, Path(tiny_model_dir)) as (_, state):
+        yield state
+
+
+@pytest.fixture(scope="module")
+def results(stack: LocalState) -> Iterator[EventSubscription]:
+    subscription = EventSubscription.create(stack.results_topic_arn, stack.aws_endpoint_url, stack.region)
+    yield subscription
+    subscription.delete()
+
+
+def api(state: LocalState, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.request(method, f"{state.api_url}{path}", headers={"x-api-key": state.api_key}, timeout=30, **kwargs)
+
+
+def submit(state: LocalState, task_id: str, content: dict) -> None:
+    body = {
+        "task": {"metadata": {"id": task_id, "runtime": "sdruntime", "tasktype": "text-to-image"}, "content": content}
+    }
+    resp = api(state, "POST", "/v1alpha2", json=body)
+    assert resp.status_code == 202, resp.text
+
+
+def status(state: LocalState, task_id: str) -> dict:
+    resp = api(state, "GET", f"/v1alpha2/tasks/{task_id}")
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def wait_for(condition, timeout_s: float, what: str, every_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def runtime_progress(state: LocalState) -> dict:
+    return httpx.get(f"{state.runtimes['sdruntime'].runtime_url}/sdapi/v1/progress", timeout=5).json()
+
+
+class Events:
+    """Every event on the results topic with its ``status`` attribute, collected as the test goes."""
+
+    def __init__(self, subscription: EventSubscription) -> None:
+        self.subscription = subscription
+        self.seen: list[dict] = []
+
+    def of(self, task_id: str, count: int = 1, timeout_s: float = 120) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            mine = [e for e in self.seen if e["body"]["id"] == task_id]
+            if len(mine) >= count:
+                return mine
+            self.seen.extend(self._poll())
+        raise AssertionError(f"expected {count} events of {task_id}, saw {self.seen}")
+
+    def _poll(self) -> list[dict]:
+        sub = self.subscription
+        got = sub.sqs.receive_message(
+            QueueUrl=sub.queue_url, WaitTimeSeconds=1, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        for message in got:
+            sub.sqs.delete_message(QueueUrl=sub.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return [
+            {
+                "body": json.loads(m["Body"]),
+                "attributes": {k: v["StringValue"] for k, v in m.get("MessageAttributes", {}).items()},
+            }
+            for m in got
+        ]
+
+
+@pytest.fixture(scope="module")
+def events(results: EventSubscription) -> Events:
+    return Events(results)
+
+
+def images_in_s3(state: LocalState, task_id: str) -> list[str]:
+    s3 = boto3.client("s3", endpoint_url=state.aws_endpoint_url, region_name=state.region)
+    listing = s3.list_objects_v2(Bucket=state.output_bucket, Prefix=f"output/{task_id}/")
+    return [o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith(".png")]
+
+
+def assert_cancelled_event(event: dict) -> None:
+    assert event["attributes"]["status"] == "cancelled"
+    body = event["body"]
+    assert (body["status"], body["result"], body["image_url"]) == ("cancelled", False, [])
+
+
+def test_cancel_while_running_interrupts_the_runtime(stack, events):
+    submit(stack, "cancel-running", LONG)
+    wait_for(lambda: runtime_progress(stack)["state"]["sampling_step"] > 0, 60, "the runtime to start the task")
+    assert status(stack, "cancel-running")["status"] == "running"
+    asked = time.monotonic()
+    resp = api(stack, "POST", "/v1alpha2/tasks/cancel-running/cancel")
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled", resp.text
+    wait_for(lambda: runtime_progress(stack)["state"]["interrupted"], 10, "the runtime's interrupt", every_s=0.02)
+    interrupted_after_s = time.monotonic() - asked
+    assert interrupted_after_s < 1.5, f"interrupted {interrupted_after_s:.2f} s after the cancel"
+    (event,) = events.of("cancel-running")
+    assert_cancelled_event(event)
+    assert event["body"]["attempt"] == 1
+    row = status(stack, "cancel-running")
+    assert (row["status"], row["images"]) == ("cancelled", [])
+    assert images_in_s3(stack, "cancel-running") == []
+
+
+def test_cancel_while_queued_never_runs(stack, events):
+    submit(stack, "ahead-1", LONG)
+    submit(stack, "ahead-2", LONG)  # waits at the runtime behind the first
+    submit(stack, "cancel-queued", SHORT)
+    resp = api(stack, "POST", "/v1alpha2/tasks/cancel-queued/cancel")
+    assert resp.status_code == 200 and resp.json()["status"] == "cancelled", resp.text
+    for ahead in ("ahead-1", "ahead-2"):  # clear the runtime for the next test
+        api(stack, "POST", f"/v1alpha2/tasks/{ahead}/cancel")
+    (event,) = events.of("cancel-queued")
+    assert_cancelled_event(event)
+    assert event["body"]["timings"] is None, "a task that never ran has no run timings"
+    row = status(stack, "cancel-queued")
+    assert (row["status"], row["started_at"], row["attempts"]) == ("cancelled", None, 0)
+    assert images_in_s3(stack, "cancel-queued") == []
+    for ahead in ("ahead-1", "ahead-2"):
+        assert_cancelled_event(events.of(ahead)[0])
+    again = api(stack, "POST", "/v1alpha2/tasks/cancel-queued/cancel")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
