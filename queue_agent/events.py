@@ -1,4 +1,4 @@
-"""Completion events on the results topic, with message attributes ``runtime`` and ``status``."""
+"""Events on the results topic (completions, starts of runs), with message attributes ``runtime`` and ``status``."""
 
 from __future__ import annotations
 
@@ -54,4 +54,4 @@ class Publisher:
                 },
             )
         except AWS_ERRORS as exc:
-            raise aws_error("publishing the completion event failed", exc) from None
+            raise aws_error("publishing the event failed", exc) from None

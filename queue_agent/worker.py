@@ -30,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +53,7 @@ from queue_agent.metrics import Metrics
 from queue_agent.outcomes import Outcome, report
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
-from sdeks.contract import TaskStatus
+from sdeks.contract import STARTED_STATUS, TaskStartedEvent, TaskStatus
 from sdeks.tasks_table import TaskTable
 
 PREFETCH_HORIZON_S = 2.0
@@ -133,11 +133,12 @@ class Agent:
         self._prepare_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
         self._status_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="status")
         self._finish_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="finish")
+        self.publisher = events.Publisher(aws.sns, settings.results_topic_arn)
         self.finisher = Finisher(
             settings,
             self.consumer,
             self.storage,
-            events.Publisher(aws.sns, settings.results_topic_arn),
+            self.publisher,
             self.table,
             self.metrics,
             release=self._release,
@@ -397,21 +398,34 @@ class Agent:
         # The status row is written while the runtime already works: its round trip stays off the
         # runtime's path. If the row says the task already succeeded, the result is discarded
         # (nothing has been stored yet) and the message acknowledged.
-        held.marking = self._status_pool.submit(
-            self.table.mark_running, job.task_id, job.runtime, held.msg.receive_count, now
-        )
+        held.marking = self._status_pool.submit(self._mark_running, held, now)
         self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
         log.info("task running", extra=held.fields())
         held.slot = self.lane.submit(job, functools.partial(self._ran, held))
-        held.marking.add_done_callback(functools.partial(self._marked, held))
 
-    def _marked(self, held: Held, marking: Future[TaskStatus | None]) -> None:
-        """The status row answered: a row that refused ``running`` because it was cancelled stops the run now."""
-        if marking.exception() is not None or marking.result() is not None:
-            return
-        assert held.task_id is not None
-        if self.cancels.cancelled([held.task_id]):
-            self._interrupt(held)
+    def _mark_running(self, held: Held, now: datetime) -> TaskStatus | None:
+        """Write ``running`` to the status row, then announce the start; or, if the row refused because
+        the task was cancelled, stop the run. ``None`` when the row refused (the finishing side skips it)."""
+        job = held.job
+        assert job is not None
+        status = self.table.mark_running(job.task_id, job.runtime, held.msg.receive_count, now)
+        if status is None:
+            if self.cancels.cancelled([job.task_id]):
+                self._interrupt(held)
+            return None
+        started = TaskStartedEvent(
+            id=job.task_id,
+            runtime=job.runtime,
+            status=STARTED_STATUS,
+            attempt=max(1, held.msg.receive_count),
+            started_at=now,
+            context=job.task.metadata.context,
+        )
+        try:  # best effort: a subscriber may miss a start, the task never waits or fails for it
+            self.publisher.publish(started.model_dump_json().encode(), job.runtime, STARTED_STATUS)
+        except TransientError as exc:
+            log.warning("cannot announce the task's start", extra=held.fields(error=exc.reason))
+        return status
 
     def _ran(self, held: Held, slot: Slot, result: RuntimeResult | None, error: TaskError | None) -> None:
         """The runtime answered (or failed): decide the verdict and hand the task to the finishing side."""

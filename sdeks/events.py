@@ -1,4 +1,9 @@
-"""Follow completion events: a temporary SQS queue subscribed to the results topic."""
+"""Follow results-topic events: a temporary SQS queue subscribed to the results topic.
+
+The topic carries completion events and (best effort) started events; a
+subscription takes completion events only unless asked for the starts too
+(a filter policy on the ``status`` attribute, so the rest never reaches the queue).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from sdeks.contract import STARTED_STATUS, TERMINAL_STATES
 from sdeks.local.provision import local_session
 
 
@@ -23,9 +29,15 @@ class EventSubscription:
 
     @classmethod
     def create(
-        cls, topic_arn: str, endpoint_url: str | None = None, region: str | None = None, runtime: str | None = None
+        cls,
+        topic_arn: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        runtime: str | None = None,
+        started: bool = False,
     ) -> EventSubscription:
-        """Subscribe a fresh queue (raw delivery, optional filter on ``runtime``) to the topic."""
+        """Subscribe a fresh queue (raw delivery, optional filter on ``runtime``) to the topic: completion
+        events, and with ``started`` the start events too."""
         region = region or topic_arn.split(":")[3]
         session = local_session(region) if endpoint_url else boto3.session.Session(region_name=region)
         sqs = session.client("sqs", endpoint_url=endpoint_url)
@@ -52,9 +64,11 @@ class EventSubscription:
                 )
             },
         )
-        attributes = {"RawMessageDelivery": "true"}
+        statuses = sorted(TERMINAL_STATES | ({STARTED_STATUS} if started else set()))
+        policy: dict[str, list[str]] = {"status": statuses}
         if runtime:
-            attributes["FilterPolicy"] = json.dumps({"runtime": [runtime]})
+            policy["runtime"] = [runtime]
+        attributes = {"RawMessageDelivery": "true", "FilterPolicy": json.dumps(policy)}
         sub = sns.subscribe(
             TopicArn=topic_arn, Protocol="sqs", Endpoint=arn, Attributes=attributes, ReturnSubscriptionArn=True
         )

@@ -1,4 +1,4 @@
-"""The webhook deliverer: completion events from the results topic to each task's receiver.
+"""The webhook deliverer: task events (start, completion) from the results topic to each task's receiver.
 
 One core (:mod:`webhooks.deliver`) and two runners: an AWS Lambda with an SQS
 event source (:mod:`webhooks.lambda_handler`) and a long-polling process for

@@ -1,4 +1,4 @@
-"""Deliver one completion event to its task's webhook: the core both runners share.
+"""Deliver one results-topic event (a task's start or completion) to its task's webhook: the core both runners share.
 
 How the deliverer learns a task's webhook: it reads the task's status row. The
 API writes the row (with ``metadata.webhook``) when it accepts the task, before
@@ -31,9 +31,18 @@ from urllib.parse import urlsplit
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from sdeks.contract import WEBHOOK_LOOPBACK_CONTEXT, CompletionEvent, Webhook, WebhookPayload, summarize
+from sdeks.contract import (
+    WEBHOOK_LOOPBACK_CONTEXT,
+    WEBHOOK_TYPES,
+    CompletionEvent,
+    ResultsEvent,
+    TaskStartedEvent,
+    Webhook,
+    WebhookPayload,
+    summarize,
+)
 from sdeks.netguard import Resolver, is_loopback_address, is_public_address, resolve
 from sdeks.tasks_table import TaskTable
 from webhooks.signing import signed_headers
@@ -42,6 +51,7 @@ log = logging.getLogger("sdeks.webhooks")
 
 USER_AGENT = "sdeks-webhooks"
 DEFAULT_PORTS = {"https": 443, "http": 80}
+EVENTS: TypeAdapter[CompletionEvent | TaskStartedEvent] = TypeAdapter(ResultsEvent)
 
 
 class Verdict(StrEnum):
@@ -70,7 +80,12 @@ class _StopError(Exception):
         self.outcome = Outcome(verdict, reason)
 
 
-def delivery_id(event: CompletionEvent) -> str:
+def event_name(event: CompletionEvent | TaskStartedEvent) -> str:
+    """The webhook event (``metadata.webhook.events``) a results-topic event is delivered as."""
+    return "started" if isinstance(event, TaskStartedEvent) else "completed"
+
+
+def delivery_id(event: CompletionEvent | TaskStartedEvent) -> str:
     """``webhook-id``: the same for every retry and duplicate of one event, different for another event."""
     canonical = json.dumps(event.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return "msg_" + hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -78,7 +93,7 @@ def delivery_id(event: CompletionEvent) -> str:
 
 @dataclass
 class Deliverer:
-    """Signs and POSTs completion events under one address policy."""
+    """Signs and POSTs results-topic events under one address policy."""
 
     table: TaskTable
     key: bytes
@@ -93,7 +108,7 @@ class Deliverer:
         try:
             event = self._event(body)
             fields["task_id"] = event.id
-            webhook = self._webhook(event.id)
+            webhook = self._webhook(event.id, event_name(event))
             fields["host"] = urlsplit(webhook.url).hostname
             outcome = self._post(webhook, event, sent_at)
         except _StopError as stop:
@@ -107,13 +122,13 @@ class Deliverer:
         log.log(level, json.dumps({"event": f"webhook_{outcome.verdict}", "reason": outcome.reason, **fields}))
         return outcome
 
-    def _event(self, body: str) -> CompletionEvent:
+    def _event(self, body: str) -> CompletionEvent | TaskStartedEvent:
         try:
-            return CompletionEvent.model_validate_json(body)
+            return EVENTS.validate_json(body)
         except ValidationError:
-            raise _StopError(Verdict.NOT_WANTED, "not a completion event") from None
+            raise _StopError(Verdict.NOT_WANTED, "not a task event") from None
 
-    def _webhook(self, task_id: str) -> Webhook:
+    def _webhook(self, task_id: str, wanted: str) -> Webhook:
         try:
             row = self.table.get_item(task_id)
         except (ClientError, BotoCoreError) as exc:
@@ -125,8 +140,8 @@ class Deliverer:
             webhook = Webhook.model_validate(spec, context={WEBHOOK_LOOPBACK_CONTEXT: self.allow_loopback})
         except ValidationError as exc:
             raise _StopError(Verdict.REFUSED, summarize(exc)) from None
-        if "completed" not in webhook.events:
-            raise _StopError(Verdict.NOT_WANTED, "webhook does not subscribe to completed")
+        if wanted not in webhook.events:
+            raise _StopError(Verdict.NOT_WANTED, f"webhook does not subscribe to {wanted}")
         return webhook
 
     def _address_allowed(self, address: str) -> bool:
@@ -148,13 +163,14 @@ class Deliverer:
             raise _StopError(Verdict.REFUSED, f"{host!r} resolves to non-public address {bad[0]}")
         return host, addresses[0], port
 
-    def _post(self, webhook: Webhook, event: CompletionEvent, sent_at: datetime) -> Outcome:
+    def _post(self, webhook: Webhook, event: CompletionEvent | TaskStartedEvent, sent_at: datetime) -> Outcome:
         host, address, port = self.vet(webhook.url)
         parts = urlsplit(webhook.url)
         scheme = parts.scheme.lower()
         netloc = f"[{address}]" if ":" in address else address
         target = f"{scheme}://{netloc}:{port}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
-        body = WebhookPayload(type="task.completed", timestamp=sent_at, data=event).model_dump_json().encode()
+        payload = WebhookPayload(type=WEBHOOK_TYPES[event_name(event)], timestamp=sent_at, data=event)  # type: ignore[arg-type]
+        body = payload.model_dump_json().encode()
         named = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets in Host
         headers = {
             "host": named if port == DEFAULT_PORTS[scheme] else f"{named}:{port}",

@@ -178,8 +178,10 @@ def events(
     count: int = typer.Option(0, "--count", "-n", help="stop after this many events (0: follow forever)"),
     timeout: float = typer.Option(0, help="stop after this many seconds (0: no limit)"),
     topic_arn: str = typer.Option(None, help="results topic of a deployed stack (uses your AWS credentials)"),
+    started: bool = typer.Option(False, "--started", help="also the events of tasks starting (status running)"),
 ) -> None:
-    """Follow completion events through a temporary SQS queue subscribed to the results topic."""
+    """Follow completion events (with --started, start events too) through a temporary SQS queue subscribed to
+    the results topic."""
     from sdeks.events import EventSubscription
 
     state = read_state(state_path())
@@ -187,7 +189,9 @@ def events(
         raise fail("no local stack found; run `sdeks local up` or pass --topic-arn")
     endpoint = None if topic_arn else state.aws_endpoint_url
     region = None if topic_arn else state.region
-    subscription = EventSubscription.create(topic_arn or state.results_topic_arn, endpoint, region, runtime)
+    subscription = EventSubscription.create(
+        topic_arn or state.results_topic_arn, endpoint, region, runtime, started=started
+    )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         for event in subscription.follow(count=count or None, timeout_s=timeout or None):

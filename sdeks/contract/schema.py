@@ -12,6 +12,7 @@ from sdeks.contract.task import (
     SubmitResponse,
     TaskMessage,
     TaskRequest,
+    TaskStartedEvent,
     TaskStatus,
     WebhookPayload,
 )
@@ -21,6 +22,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "response": SubmitResponse,
     "status": TaskStatus,
     "event": CompletionEvent,
+    "started": TaskStartedEvent,
     "error": ErrorBody,
     "message": TaskMessage,
     "webhook": WebhookPayload,

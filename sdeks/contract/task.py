@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,7 +35,7 @@ from sdeks.contract.content import (
     Content,
     TaskType,
 )
-from sdeks.contract.webhook import Webhook
+from sdeks.contract.webhook import WEBHOOK_TYPES, Webhook
 
 API_VERSION = "v1alpha2"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -238,16 +238,47 @@ class CompletionEvent(BaseModel):
     timings: Timings | None = None
 
 
+class TaskStartedEvent(BaseModel):
+    """Published on the results topic when an attempt starts running (message attributes ``runtime`` and
+    ``status=running``).
+
+    Best effort: the agent never holds up or fails a task for it, so a subscriber may miss one, and
+    a retried task announces each attempt. Subscribers that want outcomes only filter on ``status``.
+    """
+
+    id: str
+    runtime: str
+    status: Literal["running"]
+    attempt: int = Field(ge=1)
+    started_at: datetime
+    context: JsonValue = None
+
+
+ResultsEvent = Annotated[CompletionEvent | TaskStartedEvent, Field(discriminator="status")]
+"""Anything the results topic carries, told apart by ``status``."""
+
+STARTED_STATUS = "running"
+"""The ``status`` (body and message attribute) of a :class:`TaskStartedEvent`."""
+
+
 class WebhookPayload(BaseModel):
     """The JSON body POSTed to a task's webhook (Standard Webhooks' ``type``/``timestamp``/``data`` shape).
 
-    ``data`` is the task's completion event; ``timestamp`` is when the event reached
-    the deliverer, identical on every retry of the same delivery.
+    ``data`` is the task's started event (``type`` ``task.started``) or completion event
+    (``task.completed``); ``timestamp`` is when the event reached the deliverer, identical
+    on every retry of the same delivery.
     """
 
-    type: Literal["task.completed"]
+    type: Literal["task.started", "task.completed"]
     timestamp: datetime
-    data: CompletionEvent
+    data: ResultsEvent
+
+    @model_validator(mode="after")
+    def _type_matches_data(self) -> WebhookPayload:
+        expected = WEBHOOK_TYPES["started" if isinstance(self.data, TaskStartedEvent) else "completed"]
+        if self.type != expected:
+            raise ValueError(f"a {self.data.status} event is delivered as {expected!r}, not {self.type!r}")
+        return self
 
 
 class ErrorDetail(BaseModel):

@@ -5,9 +5,9 @@ deliverer (``webhooks/``) POSTs one :class:`sdeks.contract.WebhookPayload` per e
 the Standard Webhooks specification (https://www.standardwebhooks.com): headers
 ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``.
 
-Only ``completed`` exists today: the results topic carries completion events and
-nothing announces a task's start yet, so ``started`` is refused with a clear
-message instead of being accepted and never delivered.
+Events: ``started`` (the agent's :class:`sdeks.contract.TaskStartedEvent`, best
+effort: one per attempt) and ``completed`` (the completion event, whatever the
+outcome). The default is ``completed`` alone.
 
 URL rules: at most :data:`MAX_WEBHOOK_URL_LENGTH` characters, a host, no
 credentials. The receiver policy applies where validation names it with
@@ -29,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from sdeks.netguard import is_ip_literal, is_loopback_address, is_public_address
 
 MAX_WEBHOOK_URL_LENGTH = 2048
-WEBHOOK_EVENTS: tuple[str, ...] = ("completed",)
+WEBHOOK_TYPES: dict[str, str] = {"started": "task.started", "completed": "task.completed"}
+"""Webhook event a task may subscribe to → the ``type`` of its delivered payload."""
+WEBHOOK_EVENTS: tuple[str, ...] = tuple(WEBHOOK_TYPES)
 """Events a task may subscribe to."""
-UNAVAILABLE_EVENTS = {"started": "nothing announces a task's start on the results topic yet"}
 WEBHOOK_LOOPBACK_CONTEXT = "webhook_loopback"
 """Validation context key: true admits loopback receivers (local mode only)."""
 
-WebhookEvent = Literal["completed"]
+WebhookEvent = Literal["started", "completed"]
 
 
 class Webhook(BaseModel):
@@ -53,16 +54,9 @@ class Webhook(BaseModel):
 
     @field_validator("events", mode="before")
     @classmethod
-    def _known_events(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            for event in value:
-                if isinstance(event, str) and event in UNAVAILABLE_EVENTS:
-                    raise ValueError(
-                        f"webhook event {event!r} is not available yet ({UNAVAILABLE_EVENTS[event]}); "
-                        f"supported: {', '.join(WEBHOOK_EVENTS)}"
-                    )
-            if len(set(map(str, value))) != len(value):
-                raise ValueError("webhook events must not repeat")
+    def _distinct_events(cls, value: Any) -> Any:
+        if isinstance(value, list) and len(set(map(str, value))) != len(value):
+            raise ValueError("webhook events must not repeat")
         return value
 
     @field_validator("url")

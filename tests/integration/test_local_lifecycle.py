@@ -1,4 +1,5 @@
-"""Task lifecycle end to end in local mode: cancel (queued and running), through the real API, agent and runtime.
+"""Task lifecycle end to end in local mode: started events, cancel (queued and running), through the real API,
+agent and runtime.
 
 One stack per module (``sdeks local up --detach``) with one sdwebui runtime on
 the tiny model; a results subscriber (:class:`sdeks.events.EventSubscription`)
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import boto3
 import httpx
 import pytest
 
+from sdeks.contract import TaskStartedEvent
 from sdeks.events import EventSubscription
 from sdeks.local.state import LocalState
 from tests.fixtures.local import local_stack
@@ -43,7 +46,7 @@ def stack(tmp_path_factory, tiny_model_dir) -> Iterator[LocalState]:
 
 @pytest.fixture(scope="module")
 def results(stack: LocalState) -> Iterator[EventSubscription]:
-    subscription = EventSubscription.create(stack.results_topic_arn, stack.aws_endpoint_url, stack.region)
+    subscription = EventSubscription.create(stack.results_topic_arn, stack.aws_endpoint_url, stack.region, started=True)
     yield subscription
     subscription.delete()
 
@@ -128,6 +131,28 @@ def assert_cancelled_event(event: dict) -> None:
     assert (body["status"], body["result"], body["image_url"]) == ("cancelled", False, [])
 
 
+def test_a_run_announces_its_start_then_its_completion(stack, events):
+    submit(stack, "announced", {**SHORT, "steps": 8})
+    started, completed = events.of("announced", count=2)
+    assert started["attributes"] == {"runtime": "sdruntime", "status": "running"}
+    body = TaskStartedEvent.model_validate(started["body"])
+    assert (body.id, body.runtime, body.status, body.attempt) == ("announced", "sdruntime", "running", 1)
+    assert completed["attributes"] == {"runtime": "sdruntime", "status": "succeeded"}
+    row = status(stack, "announced")
+    row_started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
+    assert abs((body.started_at - row_started).total_seconds()) < 0.001, "the row keeps milliseconds"
+
+
+def test_outcome_subscribers_never_see_starts(stack):
+    outcomes = EventSubscription.create(stack.results_topic_arn, stack.aws_endpoint_url, stack.region)
+    try:
+        submit(stack, "outcome-only", SHORT)
+        got = list(outcomes.follow(count=1, timeout_s=120))
+        assert [(e["id"], e["status"]) for e in got] == [("outcome-only", "succeeded")]
+    finally:
+        outcomes.delete()
+
+
 def test_cancel_while_running_interrupts_the_runtime(stack, events):
     submit(stack, "cancel-running", LONG)
     wait_for(lambda: runtime_progress(stack)["state"]["sampling_step"] > 0, 60, "the runtime to start the task")
@@ -138,7 +163,8 @@ def test_cancel_while_running_interrupts_the_runtime(stack, events):
     wait_for(lambda: runtime_progress(stack)["state"]["interrupted"], 10, "the runtime's interrupt", every_s=0.02)
     interrupted_after_s = time.monotonic() - asked
     assert interrupted_after_s < 1.5, f"interrupted {interrupted_after_s:.2f} s after the cancel"
-    (event,) = events.of("cancel-running")
+    started, event = events.of("cancel-running", count=2)
+    assert started["attributes"]["status"] == "running"
     assert_cancelled_event(event)
     assert event["body"]["attempt"] == 1
     row = status(stack, "cancel-running")
@@ -154,13 +180,13 @@ def test_cancel_while_queued_never_runs(stack, events):
     assert resp.status_code == 200 and resp.json()["status"] == "cancelled", resp.text
     for ahead in ("ahead-1", "ahead-2"):  # clear the runtime for the next test
         api(stack, "POST", f"/v1alpha2/tasks/{ahead}/cancel")
-    (event,) = events.of("cancel-queued")
+    (event,) = events.of("cancel-queued")  # never started: no start event
     assert_cancelled_event(event)
     assert event["body"]["timings"] is None, "a task that never ran has no run timings"
     row = status(stack, "cancel-queued")
     assert (row["status"], row["started_at"], row["attempts"]) == ("cancelled", None, 0)
     assert images_in_s3(stack, "cancel-queued") == []
     for ahead in ("ahead-1", "ahead-2"):
-        assert_cancelled_event(events.of(ahead)[0])
+        assert_cancelled_event(events.of(ahead, count=2)[-1])
     again = api(stack, "POST", "/v1alpha2/tasks/cancel-queued/cancel")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"

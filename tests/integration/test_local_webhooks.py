@@ -97,7 +97,9 @@ def test_private_receivers_are_refused_at_the_front_door(stack):
         answer = submit(state, "refused-1", {"url": url})
         assert answer.status_code == 400, url
         assert answer.json()["error"]["details"][0]["field"] == "task.metadata.webhook.url"
-    assert submit(state, "refused-2", {"url": "https://hooks.example.com/", "events": ["started"]}).status_code == 400
+    unknown_event = submit(state, "refused-2", {"url": "https://hooks.example.com/", "events": ["finished"]})
+    assert unknown_event.status_code == 400
+    assert unknown_event.json()["error"]["details"][0]["field"] == "task.metadata.webhook.events[0]"
 
 
 def test_without_the_local_mode_setting_a_loopback_receiver_is_never_contacted(stack, receiver: Receiver):
@@ -116,3 +118,27 @@ def test_without_the_local_mode_setting_a_loopback_receiver_is_never_contacted(s
     assert outcome.verdict is Verdict.REFUSED and outcome.final
     assert "must be https" in outcome.reason
     assert len(receiver.deliveries) == 1
+
+
+def test_started_and_completed_are_delivered_in_order_and_signed(stack, receiver: Receiver):
+    root, state = stack
+    secret = sdeks(root, "webhook-secret", check=True).stdout.strip()
+    answer = submit(state, "hooked-both", {"url": receiver.url("/both"), "events": ["started", "completed"]})
+    assert answer.status_code == 202, answer.text
+    wait_for(lambda: len(receiver.deliveries) >= 2, 120, "the started and completed deliveries")
+    verifier = standardwebhooks.Webhook(secret)
+    payloads = [WebhookPayload.model_validate(verifier.verify(d.body, d.headers)) for d in receiver.deliveries]
+    assert [(p.type, p.data.status) for p in payloads] == [("task.started", "running"), ("task.completed", "succeeded")]
+    assert {p.data.id for p in payloads} == {"hooked-both"}
+    assert payloads[0].data.attempt == 1
+    ids = [d.headers["webhook-id"] for d in receiver.deliveries]
+    assert ids[0] != ids[1], "each event is its own delivery"
+
+
+def test_a_webhook_for_completed_only_never_gets_the_start(stack, receiver: Receiver):
+    _, state = stack
+    answer = submit(state, "hooked-done", {"url": receiver.url("/done"), "events": ["completed"]})
+    assert answer.status_code == 202, answer.text
+    wait_for(lambda: receiver.deliveries, 120, "the completed delivery")
+    time.sleep(3)  # a start delivery, had there been one, came before the completion
+    assert [WebhookPayload.model_validate_json(d.body).type for d in receiver.deliveries] == ["task.completed"]

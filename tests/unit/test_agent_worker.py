@@ -29,7 +29,7 @@ from queue_agent.settings import Settings
 from queue_agent.storage import Storage
 from queue_agent.worker import Agent, AwsClients
 from sdeks.config import TASK_TABLE_KEY
-from sdeks.contract import event_key
+from sdeks.contract import TERMINAL_STATES, event_key
 from sdeks.tasks_table import TaskTable
 from tests.fixtures.agent import PNG_1x1, task_message
 
@@ -147,7 +147,8 @@ def aws() -> Iterator[Stack]:
         topic = sns.create_topic(Name="results")["TopicArn"]
         results = sqs.create_queue(QueueName="results")["QueueUrl"]
         results_arn = sqs.get_queue_attributes(QueueUrl=results, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=results_arn)
+        outcomes_only = {"FilterPolicy": json.dumps({"status": sorted(TERMINAL_STATES)})}
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=results_arn, Attributes=outcomes_only)
         yield Stack(sqs, s3, sns, ddb.Table("tasks"), queue, dlq, "out", topic, results)
 
 

@@ -72,11 +72,10 @@ def test_loopback_only_when_local_mode_allows_it():
 @pytest.mark.parametrize(
     ("events", "message"),
     [
-        (["started"], "'started' is not available yet"),
-        (["completed", "started"], "'started' is not available yet"),
+        (["started", "started"], "must not repeat"),
         (["completed", "completed"], "must not repeat"),
         ([], "at least 1 item"),
-        (["finished"], "'completed'"),
+        (["finished"], "'started' or 'completed'"),
     ],
 )
 def test_events_filter(events, message):
@@ -111,10 +110,17 @@ def test_api_refuses_loopback_receivers_unless_local_mode_allows_them(api, monke
     assert api.submit(body).status == 202
 
 
-def test_api_refuses_started_events_with_a_clear_400(api):
-    ans = api.submit(with_webhook({"url": "https://hooks.example.com/", "events": ["started"]}))
-    assert ans.status == 400
-    assert "'started' is not available yet" in ans.json["error"]["message"]
+@pytest.mark.parametrize("events", [["started"], ["started", "completed"], ["completed"]])
+def test_every_webhook_event_is_accepted(events):
+    assert problems({"url": "https://hooks.example.com/", "events": events}) == []
+
+
+def test_api_accepts_started_events_and_keeps_the_filter(api):
+    webhook = {"url": "https://hooks.example.com/", "events": ["started", "completed"]}
+    ans = api.submit(with_webhook(webhook, task_id="hooked-start"))
+    assert ans.status == 202
+    row = TaskTable.from_name(api.res.task_table, endpoint_url=api.res.aws_endpoint_url).get_item("hooked-start")
+    assert row["webhook"]["events"] == ["started", "completed"]
 
 
 def test_without_a_receiver_policy_only_the_shape_is_checked():

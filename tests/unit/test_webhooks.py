@@ -16,9 +16,10 @@ import httpx
 import pytest
 import standardwebhooks
 from botocore.exceptions import ClientError
+from pydantic import ValidationError
 
 from sdeks.config import load_config, resource_layout
-from sdeks.contract import CompletionEvent, WebhookPayload
+from sdeks.contract import CompletionEvent, TaskStartedEvent, WebhookPayload
 from sdeks.webhook_retries import MAX_RETRY_DELAY_S, MIN_RETRY_SPAN_S, max_receives, retry_delay_s, retry_span_s
 from sdeks.webhook_secret import new_secret_value, signing_key, signing_secret
 from tests.fixtures.webhooks import Receiver, self_signed
@@ -145,6 +146,31 @@ def test_delivers_a_signed_completed_event(receiver: Receiver):
     assert got.headers["webhook-id"] == delivery_id(event(context={"user": 7}))
 
 
+def started(task_id: str = "t1") -> TaskStartedEvent:
+    return TaskStartedEvent(id=task_id, runtime="sdruntime", status="running", attempt=1, started_at=SENT_AT)
+
+
+def test_delivers_a_started_event_as_task_started(receiver: Receiver):
+    table = FakeTable({"t1": row(receiver.url(), events=["started", "completed"])})
+    outcome = deliverer(table).deliver(started().model_dump_json(), SENT_AT)
+    assert outcome.verdict is Verdict.DELIVERED
+    [got] = receiver.deliveries
+    parsed = WebhookPayload.model_validate(standardwebhooks.Webhook(SECRET).verify(got.body, got.headers))
+    assert parsed.type == "task.started" and parsed.data == started()
+    assert got.headers["webhook-id"] == delivery_id(started()) != delivery_id(event())
+
+
+def test_a_start_is_not_sent_to_a_webhook_that_wants_completions_only(receiver: Receiver):
+    outcome = deliverer(FakeTable({"t1": row(receiver.url())})).deliver(started().model_dump_json(), SENT_AT)
+    assert (outcome.verdict, outcome.reason) == (Verdict.NOT_WANTED, "webhook does not subscribe to started")
+    assert receiver.deliveries == []
+
+
+def test_payload_type_must_match_its_event():
+    with pytest.raises(ValidationError, match=r"delivered as 'task\.started'"):
+        WebhookPayload(type="task.completed", timestamp=SENT_AT, data=started())
+
+
 def test_receiver_failure_asks_for_a_retry_with_the_same_id(receiver: Receiver):
     receiver.statuses = [500, 503]
     d = deliverer(FakeTable({"t1": row(receiver.url())}))
@@ -176,8 +202,8 @@ def test_unreachable_receiver_is_retried():
     [
         (FakeTable(), event().model_dump_json(), "task has no webhook"),
         (FakeTable({"t1": {"id": "t1"}}), event().model_dump_json(), "task has no webhook"),
-        (FakeTable({"t1": row("https://hooks.example.com/")}), '{"not": "an event"}', "not a completion event"),
-        (FakeTable({"t1": row("https://hooks.example.com/")}), "{{{", "not a completion event"),
+        (FakeTable({"t1": row("https://hooks.example.com/")}), '{"not": "an event"}', "not a task event"),
+        (FakeTable({"t1": row("https://hooks.example.com/")}), "{{{", "not a task event"),
     ],
 )
 def test_nothing_to_deliver(table, body, reason):
