@@ -124,6 +124,18 @@ def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
+def parse_endpoint(endpoint: str) -> tuple[str, tuple[str, int]]:
+    """``(scheme, (host, port))`` of ``tcp://host:port`` or ``udp://host:port``; ``ValueError`` otherwise."""
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("tcp", "udp") or not parts.hostname or not port:
+        raise ValueError(f"EMF endpoint must look like tcp://host:port or udp://host:port, not {endpoint!r}")
+    return parts.scheme, (parts.hostname, port)
+
+
 class EmfEmitter:
     """Sends records to a CloudWatch agent EMF endpoint (``tcp://host:port`` or ``udp://host:port``).
 
@@ -132,10 +144,7 @@ class EmfEmitter:
     """
 
     def __init__(self, endpoint: str, timeout_s: float = 1.0) -> None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("tcp", "udp") or not parts.hostname or not parts.port:
-            raise ValueError(f"EMF endpoint must look like tcp://host:port or udp://host:port, not {endpoint!r}")
-        self.scheme, self.address = parts.scheme, (parts.hostname, parts.port)
+        self.scheme, self.address = parse_endpoint(endpoint)
         self.timeout_s = timeout_s
         self.dropped = 0
         self._sock: socket.socket | None = None

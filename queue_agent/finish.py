@@ -33,7 +33,7 @@ from queue_agent.held import Held, Verdict
 from queue_agent.logs import log
 from queue_agent.messages import Job
 from queue_agent.metrics import Metrics
-from queue_agent.outcomes import Outcome, report
+from queue_agent.outcomes import Latencies, Outcome, Reporter
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
 from sdeks.contract import CompletionEvent, Timings
@@ -61,6 +61,7 @@ class Finisher:
         publisher: events.Publisher,
         table: TaskTable,
         metrics: Metrics,
+        reporter: Reporter,
         release: Callable[[Held, int], None],
         forget: Callable[[Held], None],
     ) -> None:
@@ -70,6 +71,7 @@ class Finisher:
         self.publisher = publisher
         self.table = table
         self.metrics = metrics
+        self.reporter = reporter
         self.max_receive_count: int | None = None
         self._release = release
         self._forget = forget
@@ -103,7 +105,20 @@ class Finisher:
         finally:
             self._forget(held)
             self.metrics.total_duration.observe(time.time() - held.msg.received_at)
-        report(self.metrics, outcome, held.fields(**fields))
+        self.reporter.report(outcome, held.fields(**fields), self._latencies(held))
+
+    @staticmethod
+    def _latencies(held: Held) -> Latencies:
+        """What the task's record can say: queue wait and run time once it started, end to end once parsed."""
+        job = held.job
+        if job is None:
+            return Latencies()
+        started = held.started_at
+        return Latencies(
+            queue_wait_s=max(0.0, (started - job.submitted_at).total_seconds()) if started else None,
+            run_s=held.slot.run_s if held.slot is not None and held.slot.finished_at is not None else None,
+            total_s=max(0.0, (datetime.now(UTC) - job.submitted_at).total_seconds()),
+        )
 
     def _timings(self, held: Held) -> Timings:
         job = held.job

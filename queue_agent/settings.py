@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from queue_agent import emf
 from sdeks.contract import RuntimeType
 
 CommaList = Annotated[list[str], NoDecode]
@@ -44,6 +45,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=25.0, ge=0, description="time SIGTERM leaves the running task")
     claim_check_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
+    project: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="deployment name (Project dimension of task metrics)"
+    )
+    emf_endpoint: str | None = Field(
+        default=None,
+        description="CloudWatch agent EMF listener (tcp://host:port or udp://host:port); unset: no task metric records",
+    )
+
     agent_host: str = "0.0.0.0"
     agent_port: int = Field(default=9095, ge=0, le=65535)
     log_level: str = "INFO"
@@ -58,6 +67,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("emf_endpoint")
+    @classmethod
+    def _emf_endpoint(cls, value: str | None) -> str | None:
+        if value:
+            emf.parse_endpoint(value)
+        return value or None
+
+    @model_validator(mode="after")
+    def _records_name_their_project(self) -> Settings:
+        if self.emf_endpoint and not self.project:
+            raise ValueError("SDEKS_EMF_ENDPOINT needs SDEKS_PROJECT (the Project dimension of every record)")
+        return self
 
     @property
     def health_path(self) -> str:

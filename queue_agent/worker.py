@@ -42,6 +42,7 @@ from queue_agent import events, messages
 from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
 from queue_agent.cancel import CancelCheck, StatusRowCancels
 from queue_agent.consumer import SqsConsumer
+from queue_agent.emf import EmfEmitter
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.finish import Finisher
@@ -50,7 +51,7 @@ from queue_agent.lane import DEPTH, RuntimeLane, Slot
 from queue_agent.logs import log
 from queue_agent.messages import ClaimChecks, Job, Rejected, Routing, Unparseable
 from queue_agent.metrics import Metrics
-from queue_agent.outcomes import Outcome, report
+from queue_agent.outcomes import Outcome, Reporter
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
 from sdeks.contract import STARTED_STATUS, TaskStartedEvent, TaskStatus
@@ -119,6 +120,12 @@ class Agent:
         self.lane = RuntimeLane(self.adapter, settings.task_timeout_s, depth=DEPTH if settings.prefetch else 1)
         self.cancels: CancelCheck = cancels or StatusRowCancels(self.table)
         self.metrics = Metrics(settings.runtime_name)
+        self.reporter = Reporter(
+            self.metrics,
+            settings.runtime_name,
+            EmfEmitter(settings.emf_endpoint) if settings.emf_endpoint else None,
+            settings.project or "",
+        )
         self.routing = Routing(settings.runtime_name, settings.runtime_type)
         self.claims = ClaimChecks(aws.s3, settings.output_bucket, settings.claim_check_max_bytes)
 
@@ -141,6 +148,7 @@ class Agent:
             self.publisher,
             self.table,
             self.metrics,
+            self.reporter,
             release=self._release,
             forget=self._forget,
         )
@@ -232,11 +240,12 @@ class Agent:
             left = [h for h in self._held.values() if not h.released]
         for held in left:
             self._release(held, 0)
-            report(self.metrics, Outcome.RELEASED_UNFINISHED, held.fields(stage=held.stage.name.lower()))
+            self.reporter.report(Outcome.RELEASED_UNFINISHED, held.fields(stage=held.stage.name.lower()))
         self.stopped.set()
         self.consumer.close()
         self.lane.close()
         self.adapter.close()
+        self.reporter.close()
         log.info("stopped")
 
     def _release_not_started(self) -> None:
@@ -245,7 +254,7 @@ class Agent:
             self._order.clear()
         for held in waiting:
             self._release(held, 0)
-            report(self.metrics, Outcome.RELEASED_PREFETCHED, held.fields())
+            self.reporter.report(Outcome.RELEASED_PREFETCHED, held.fields())
 
     def _release(self, held: Held, visibility_s: int) -> None:
         held.released = True
@@ -296,7 +305,7 @@ class Agent:
                 self.metrics.receive_count.observe(msg.receive_count)
                 if self.stopping.is_set():
                     self._release(held, 0)
-                    report(self.metrics, Outcome.RELEASED_PREFETCHED, held.fields())
+                    self.reporter.report(Outcome.RELEASED_PREFETCHED, held.fields())
                     continue
                 with self._cond:
                     self._order.append(held)

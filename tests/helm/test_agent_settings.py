@@ -12,6 +12,7 @@ import json
 import pytest
 from pydantic import AliasChoices
 
+from queue_agent import emf
 from queue_agent.settings import Settings
 from sdeks.config.helm_values import CHART_DIR
 from tests.helm.bounds import bounds
@@ -80,6 +81,14 @@ def test_chart_sets_exactly_the_agents_settings(helm_template, monkeypatch):
     assert (settings.log_level, settings.wait_time_s, settings.visibility_s) == ("DEBUG", 0, 90)
     assert (settings.backoff_base_s, settings.backoff_max_s, settings.claim_check_max_bytes) == (2.5, 600, 16777216)
     assert (settings.agent_host, settings.agent_port, settings.aws_region) == ("0.0.0.0", 9095, "us-west-2")
+
+
+def test_task_metric_records_go_to_the_cloudwatch_agent_under_the_project(helm_template):
+    env = agent_env(helm_template())
+    assert env["SDEKS_EMF_ENDPOINT"] == emf.DEFAULT_AGENT_ENDPOINT
+    assert env["SDEKS_PROJECT"] == "sdeks"  # the release namespace when no project is given
+    env = agent_env(helm_template({"agent": {"project": "shop", "emfEndpoint": ""}}))
+    assert env["SDEKS_PROJECT"] == "shop" and "SDEKS_EMF_ENDPOINT" not in env
 
 
 def test_required_settings_are_set_by_default(helm_template):

@@ -291,6 +291,8 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_PREFETCH": "1",
         "SDEKS_TASK_TIMEOUT_S": "300",
         "SDEKS_SHUTDOWN_GRACE_S": "90",
+        "SDEKS_PROJECT": "sdeks",
+        "SDEKS_EMF_ENDPOINT": "tcp://cloudwatch-agent.amazon-cloudwatch:25888",
         "SDEKS_AGENT_PORT": "9095",
         "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",

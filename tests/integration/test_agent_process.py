@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from queue_agent import emf
 from tests.fixtures.agent import PNG_1x1, task_message
+from tests.fixtures.emf import assert_valid_emf
 
 pytestmark = pytest.mark.slow
 
@@ -350,3 +352,29 @@ def test_next_task_waits_at_the_runtime_in_order_sdwebui_and_comfyui(stack, fake
     assert any(later[0] == earlier[1] for earlier, later in itertools.pairwise(busy)), (
         "no prompt was queued at ComfyUI behind the running one"
     )
+
+
+def test_each_outcome_sends_one_emf_record_to_the_cloudwatch_agent(stack, fake_runtime, start_agent, emf_listener):
+    start_agent(stack.resources, fake_runtime.url, project="shop", emf_endpoint=emf_listener.endpoint)
+    ok = stack.publish(task_message())
+    stack.wait_events(ok)
+    fake_runtime.fail_next(422)
+    bad = stack.publish(task_message())
+    stack.wait_events(bad)
+    records = {r["task_id"]: r for r in emf_listener.wait_for(2)}
+    assert set(records) == {ok, bad}
+    for record in records.values():
+        assert_valid_emf(record)
+        assert record["_aws"]["LogGroupName"] == emf.metrics_log_group("shop")
+        assert record["_aws"]["CloudWatchMetrics"][0]["Namespace"] == emf.NAMESPACE
+        assert (record["Project"], record["Runtime"]) == ("shop", "sdruntime")
+    succeeded, failed = records[ok], records[bad]
+    assert succeeded["outcome"] == "succeeded" and succeeded["TasksSucceeded"] == 1
+    assert {m["Name"] for m in succeeded["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == {
+        "TasksSucceeded",
+        *emf.LATENCY_METRICS,
+    }
+    assert 0 <= succeeded["RunTime"] <= succeeded["EndToEnd"] and succeeded["QueueWait"] <= succeeded["EndToEnd"]
+    assert failed["outcome"] == "failed" and failed["TasksFailed"] == 1 and "TasksSucceeded" not in failed
+    time.sleep(1)
+    assert len(emf_listener.records()) == 2, "one record per outcome"

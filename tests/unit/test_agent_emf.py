@@ -9,36 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from queue_agent import emf
-
-# Units CloudWatch accepts (MetricDatum.Unit).
-UNITS = {
-    "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes", "Terabytes",
-    "Bits", "Kilobits", "Megabits", "Gigabits", "Terabits", "Percent", "Count", "Bytes/Second",
-    "Kilobytes/Second", "Megabytes/Second", "Gigabytes/Second", "Terabytes/Second", "Bits/Second",
-    "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second", "Count/Second", "None",
-}  # fmt: skip
-
-
-def assert_valid_emf(record: dict) -> None:
-    """The spec's rules for a root node: metadata, directives, and the members they reference."""
-    assert len(json.dumps(record).encode()) <= 1024 * 1024
-    meta = record["_aws"]
-    assert isinstance(meta["Timestamp"], int) and meta["Timestamp"] > 0
-    directives = meta["CloudWatchMetrics"]
-    assert isinstance(directives, list) and directives
-    for directive in directives:
-        assert 1 <= len(directive["Namespace"]) <= 255
-        for dimension_set in directive["Dimensions"]:
-            assert 1 <= len(dimension_set) <= 30
-            for key in dimension_set:
-                assert isinstance(record[key], str) and 1 <= len(record[key]) <= 1024
-        assert 1 <= len(directive["Metrics"]) <= 100
-        for metric in directive["Metrics"]:
-            assert 1 <= len(metric["Name"]) <= 255
-            assert metric.get("Unit", "None") in UNITS
-            assert set(metric) <= {"Name", "Unit", "StorageResolution"}
-            value = record[metric["Name"]]
-            assert isinstance(value, int | float) and not isinstance(value, bool)
+from tests.fixtures.emf import assert_valid_emf
 
 
 def test_a_success_carries_its_count_and_three_latencies():
