@@ -12,6 +12,7 @@ from queue_agent.adapters import RuntimeResult
 from queue_agent.errors import TaskError
 from queue_agent.lane import Slot
 from queue_agent.messages import Identity, Job, Received
+from sdeks.contract import TaskProgress
 
 
 class Stage(Enum):
@@ -60,6 +61,8 @@ class Held:
     marking: Future[Any] | None = None
     cancelled: bool = False
     released: bool = False
+    progress: TaskProgress | None = None
+    """The progress last written to the status row."""
 
     @property
     def task_id(self) -> str | None:

@@ -43,7 +43,7 @@ from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
 from queue_agent.cancel import CancelCheck, StatusRowCancels
 from queue_agent.consumer import SqsConsumer
 from queue_agent.emf import EmfEmitter
-from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
+from queue_agent.errors import AWS_ERRORS, PermanentError, RuntimeUnavailable, TaskError, TransientError, aws_code
 from queue_agent.fetch import InputFetcher
 from queue_agent.finish import Finisher
 from queue_agent.held import Held, Stage, Verdict
@@ -66,6 +66,8 @@ MAX_FINISHING = 32
 RUN_AVERAGE_WEIGHT = 0.2
 WATCH_S = 0.5
 """How often the agent asks whether a running task was cancelled: a cancel interrupts it within about this."""
+PROGRESS_EVERY_S = 1.0
+"""At most this often the agent reads the runtime's progress and writes it to the running task's status row."""
 
 
 @dataclass
@@ -461,9 +463,12 @@ class Agent:
         """Every :data:`WATCH_S`, ask whether a running task or one of the next to be sent was cancelled;
         the other held tasks are asked about every heartbeat (and once more as they start, through the
         status row's refusal to mark them running)."""
-        waiting_checked = time.monotonic()
+        waiting_checked = progress_written = time.monotonic()
         while not self.stopping.wait(WATCH_S):
             now = time.monotonic()
+            if now - progress_written >= PROGRESS_EVERY_S:
+                progress_written = now
+                self._record_progress()
             with self._cond:
                 running = [h for h in self._held.values() if h.task_id and h.stage is Stage.RUNNING]
                 upcoming = [h for h in self._order if h.task_id and not h.cancelled]
@@ -482,6 +487,27 @@ class Agent:
             if cancelled:
                 with self._cond:
                     self._cond.notify_all()
+
+    def _record_progress(self) -> None:
+        """Copy the executing task's progress from the runtime to its status row (skipped when unchanged)."""
+        with self._cond:
+            executing = [
+                h
+                for h in self._held.values()
+                if h.stage is Stage.RUNNING and h.slot is not None and h.slot.started_at is not None and not h.cancelled
+            ]
+        if len(executing) != 1:  # none, or the hand-over instant: the runtime's report may be either's
+            return
+        held = executing[0]
+        assert held.slot is not None and held.task_id is not None
+        progress = self.adapter.progress(held.slot)
+        if progress is None or progress == held.progress:
+            return
+        try:
+            self.table.set_progress(held.task_id, progress)
+            held.progress = progress
+        except AWS_ERRORS as exc:  # the next look writes it
+            log.warning("cannot record progress", extra=held.fields(error=aws_code(exc)))
 
     def _interrupt(self, held: Held) -> None:
         """The task was cancelled: it will not run, or its run is interrupted and the result discarded."""

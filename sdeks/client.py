@@ -89,16 +89,24 @@ class ApiClient:
         task_id: str,
         timeout_s: float = 600.0,
         on_change: Callable[[TaskStatus], None] = lambda status: None,
+        on_progress: Callable[[TaskStatus], None] | None = None,
     ) -> TaskStatus:
-        """Wait (server side, ``?wait=N``) until the task ends; report each status seen on the way."""
+        """Wait (server side, ``?wait=N``) until the task ends; report each status seen on the way.
+
+        With ``on_progress``, a running task is re-read every second (``?wait=1``: the agent writes
+        progress at most once a second) and each read is reported.
+        """
         deadline = time.monotonic() + timeout_s
         last = None
         while True:
             left = deadline - time.monotonic()
-            status = self.status(task_id, presign=True, wait_s=max(1, min(MAX_WAIT_S, math.ceil(left))))
+            longest = 1 if on_progress is not None and last == "running" else MAX_WAIT_S
+            status = self.status(task_id, presign=True, wait_s=max(1, min(longest, math.ceil(left))))
             if status.status != last:
                 on_change(status)
                 last = status.status
+            if on_progress is not None:
+                on_progress(status)
             if status.status in TERMINAL_STATES:
                 return status
             if time.monotonic() >= deadline:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sdeks.contract import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE, TaskStatus
+from sdeks.contract import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE, TaskProgress, TaskStatus
 
 DEFAULT_ROW_TTL = timedelta(days=30)
 """Status rows expire (DynamoDB TTL) after this long unless the owner passes the configured output expiry."""
@@ -223,7 +224,7 @@ class TaskTable:
                     "SET #s = :running, started_at = :now, attempts = :attempt, runtime = :rt, "
                     "created_at = if_not_exists(created_at, :now), images = if_not_exists(images, :empty), "
                     f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl) "
-                    "REMOVE #e, finished_at"
+                    "REMOVE #e, finished_at, progress"
                 ),
                 ConditionExpression="attribute_not_exists(#s) OR NOT #s IN (:succeeded, :cancelled)",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
@@ -244,6 +245,26 @@ class TaskTable:
                 return None
             raise
         return _to_status(attrs)
+
+    def set_progress(self, task_id: str, progress: TaskProgress) -> bool:
+        """Record a running task's progress; ``False`` (nothing written) once the row is no longer ``running``."""
+        try:
+            self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression="SET progress = :p",
+                ConditionExpression="#s = :running",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={
+                    ":p": progress.model_dump(exclude={"fraction"})
+                    | {"fraction": Decimal(str(round(progress.fraction, 4)))},
+                    ":running": "running",
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def mark_succeeded(self, task_id: str, images: list[str], now: datetime | None = None) -> bool:
         """Record the images unless the task was cancelled meanwhile; ``False`` when it was."""
@@ -300,4 +321,15 @@ def _to_status(item: dict[str, Any]) -> TaskStatus:
         attempts=int(item.get("attempts", 0)),
         images=list(item.get("images", [])),
         error=item.get("error"),
+        progress=_progress(item) if item.get("status") == "running" else None,
+    )
+
+
+def _progress(item: dict[str, Any]) -> TaskProgress | None:
+    """The stored progress (DynamoDB numbers come back as Decimal)."""
+    stored = item.get("progress")
+    if not isinstance(stored, dict):
+        return None
+    return TaskProgress.model_validate(
+        {key: float(value) if key == "fraction" else int(value) for key, value in stored.items()}
     )

@@ -20,7 +20,7 @@ from queue_agent.errors import PermanentError, RuntimeTimeout, RuntimeUnavailabl
 from queue_agent.fetch import InputFetcher
 from queue_agent.lane import Slot
 from queue_agent.messages import Job
-from sdeks.contract import RuntimeType
+from sdeks.contract import RuntimeType, TaskProgress
 
 
 @dataclass
@@ -37,6 +37,10 @@ class Adapter(Protocol):
     def exclusive(self, job: Job) -> bool: ...
 
     def interrupt(self, slot: Slot) -> None: ...
+
+    def progress(self, slot: Slot) -> TaskProgress | None:
+        """How far the runtime is with ``slot`` (the executing task); ``None`` when it cannot say."""
+        ...
 
     def healthy(self) -> bool: ...
 
@@ -62,6 +66,9 @@ class HttpAdapter:
 
     def exclusive(self, job: Job) -> bool:
         return False
+
+    def progress(self, slot: Slot) -> TaskProgress | None:
+        return None
 
     def close(self) -> None:
         self.client.close()

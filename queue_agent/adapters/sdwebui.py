@@ -24,6 +24,7 @@ from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.lane import Slot
 from queue_agent.messages import Job
+from sdeks.contract import TaskProgress
 from sdeks.contract.images import strip_data_uri
 
 ENDPOINTS = {
@@ -152,6 +153,22 @@ class SdWebUIAdapter(HttpAdapter):
         if checkpoint:
             info["sd_model_checkpoint"] = checkpoint
         return RuntimeResult(images=images, info=info)
+
+    def progress(self, slot: Slot) -> TaskProgress | None:
+        """``GET /sdapi/v1/progress``: A1111 reports the job it executes (one image batch per job of ``n_iter``)."""
+        try:
+            body = self.client.get("/sdapi/v1/progress", params={"skip_current_image": "true"}, timeout=2.0).json()
+            state = body["state"]
+            images = int(state.get("job_count") or 0)
+            return TaskProgress(
+                step=max(0, int(state.get("sampling_step") or 0)),
+                steps=max(0, int(state.get("sampling_steps") or 0)),
+                fraction=min(1.0, max(0.0, float(body.get("progress") or 0.0))),
+                image=min(images, int(state.get("job_no") or 0) + 1) if images else 0,
+                images=images,
+            )
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # progress is a courtesy: the task runs on whatever the runtime answers
 
     def interrupt(self, slot: Slot) -> None:
         """A1111 interrupts whatever it is executing; the lane calls this only for a started task."""

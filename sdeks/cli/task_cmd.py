@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from sdeks.client import ApiClient, ApiError
 from sdeks.contract import MAX_WAIT_S, TASK_TYPES, TaskStatus
@@ -99,6 +100,28 @@ def _show(status: TaskStatus) -> None:
     console.print(f"{status.id}: {status.status}{extra}", highlight=False)
 
 
+def _follow(client: ApiClient, task_id: str, timeout_s: float) -> TaskStatus:
+    """Wait for the task's end, printing each status and drawing its progress (step, image) as a bar."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
+    with Progress(*columns, console=console) as bar:
+        row = bar.add_task(task_id, total=1.0, detail="")
+
+        def drawn(status: TaskStatus) -> None:
+            p = status.progress
+            if p is not None:
+                detail = f"step {p.step}/{p.steps}" + (f", image {p.image}/{p.images}" if p.images > 1 else "")
+                bar.update(row, completed=p.fraction, detail=detail)
+            elif status.status == "succeeded":
+                bar.update(row, completed=1.0, detail="")
+
+        return client.wait(task_id, timeout_s=timeout_s, on_change=_show, on_progress=drawn)
+
+
 def submit(
     file: Path = typer.Argument(None, help="task JSON file (v1alpha2 / AWS sample format)", exists=False),
     prompt: str = typer.Option(None, "--prompt", "-p", help="text-to-image prompt (instead of FILE)"),
@@ -123,8 +146,8 @@ def submit(
             if not wait:
                 print(accepted.model_dump_json())
                 return
-            # each status change is shown as the server-side waits (GET ?wait=N) return
-            final = client.wait(accepted.id, timeout_s=timeout, on_change=_show)
+            # each status change is shown as the server-side waits (GET ?wait=N) return; progress as a bar
+            final = _follow(client, accepted.id, timeout)
             if final.status == "failed":
                 raise fail(f"task {final.id} failed: {final.error}")
             if final.status == "cancelled":
@@ -145,13 +168,18 @@ def status(
     wait: int = typer.Option(
         0, "--wait", "-w", min=0, max=MAX_WAIT_S, help="answer once the task ends, or after this many seconds"
     ),
+    follow: bool = typer.Option(False, "--follow", "-f", help="draw the progress until the task ends"),
+    timeout: float = typer.Option(600.0, help="seconds --follow waits"),
     api_url: str = typer.Option(None, envvar="SDEKS_API_URL"),
     api_key: str = typer.Option(None, envvar="SDEKS_API_KEY"),
 ) -> None:
-    """Print a task's status as JSON."""
+    """Print a task's status as JSON (with --follow, once it ended, after a progress bar)."""
     with _client(api_url, api_key) as client:
         try:
-            print(client.status(task_id, presign=presign, wait_s=wait).model_dump_json(indent=2, exclude_none=True))
+            current = _follow(client, task_id, timeout) if follow else client.status(task_id, presign, wait)
+            print(current.model_dump_json(indent=2, exclude_none=True))
+        except TimeoutError as exc:
+            raise fail(str(exc)) from None
         except ApiError as exc:
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
         except httpx.HTTPError as exc:

@@ -198,6 +198,16 @@ class SubmitResponse(BaseModel):
     status_url: str
 
 
+class TaskProgress(BaseModel):
+    """How far a running task is, as its runtime last reported it (the agent reads it at most once a second)."""
+
+    step: int = Field(ge=0, description="sampling step of the current image (batch)")
+    steps: int = Field(ge=0, description="sampling steps per image (batch)")
+    fraction: float = Field(ge=0, le=1, description="of the whole task, 0..1")
+    image: int = Field(ge=0, description="the image (batch) being rendered, from 1")
+    images: int = Field(ge=0, description="images (batches) in the task")
+
+
 class TaskStatus(BaseModel):
     """Answer of ``GET /v1alpha2/tasks/{id}``."""
 
@@ -211,6 +221,7 @@ class TaskStatus(BaseModel):
     images: list[str] = Field(default_factory=list, description="s3:// URIs")
     image_urls: list[str] | None = Field(default=None, description="presigned HTTPS URLs, with ?presign=1")
     error: str | None = None
+    progress: TaskProgress | None = Field(default=None, description="while running: the runtime's progress")
 
 
 class Timings(BaseModel):

@@ -22,7 +22,7 @@ import pytest
 from sdeks.contract import TaskStartedEvent
 from sdeks.events import EventSubscription
 from sdeks.local.state import LocalState
-from tests.fixtures.local import local_stack
+from tests.fixtures.local import local_stack, sdeks
 
 pytestmark = pytest.mark.slow
 
@@ -39,9 +39,14 @@ SHORT = {"prompt": "a kite", "steps": 2, "width": 64, "height": 64}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, tiny_model_dir) -> Iterator[LocalState]:
-    with local_stack(tmp_path_factory.mktemp("life"), CONFIG, Path(tiny_model_dir)) as (_, state):
-        yield state
+def running(tmp_path_factory, tiny_model_dir) -> Iterator[tuple[Path, LocalState]]:
+    with local_stack(tmp_path_factory.mktemp("life"), CONFIG, Path(tiny_model_dir)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(running) -> LocalState:
+    return running[1]
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +195,37 @@ def test_cancel_while_queued_never_runs(stack, events):
         assert_cancelled_event(events.of(ahead, count=2)[-1])
     again = api(stack, "POST", "/v1alpha2/tasks/cancel-queued/cancel")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_progress_rises_while_a_task_runs(stack, events):
+    submit(stack, "progressing", LONG)
+    seen: list[dict] = []
+
+    def enough() -> bool:
+        current = status(stack, "progressing")
+        if current["status"] == "running" and current["progress"]:
+            seen.append(current["progress"])
+        return len({p["fraction"] for p in seen}) >= 3
+
+    wait_for(enough, 60, "three progress reports", every_s=0.2)
+    fractions = [p["fraction"] for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] > fractions[0], fractions
+    assert all(0 <= f <= 1 for f in fractions)
+    last = seen[-1]
+    assert (last["steps"], last["images"]) == (LONG["steps"], LONG["n_iter"]) and 1 <= last["image"] <= 4
+    assert 1 <= last["step"] <= last["steps"]
+    api(stack, "POST", "/v1alpha2/tasks/progressing/cancel")
+    events.of("progressing", count=2)
+    ended = status(stack, "progressing")
+    assert ended["status"] == "cancelled" and ended["progress"] is None, "progress is shown only while running"
+
+
+def test_submit_wait_draws_a_progress_bar(running, tmp_path):
+    root, _ = running
+    result = sdeks(
+        root, "submit", "--prompt", "a bar", "--size", "64", "--steps", "60", "--id", "barred",
+        "--wait", "--out", str(tmp_path), check=True,
+    )  # fmt: skip
+    assert "barred: queued" in result.stderr and "barred: succeeded" in result.stderr
+    assert "100%" in result.stderr, result.stderr
+    assert [Path(line).name for line in result.stdout.split()] == ["barred-1.png"]

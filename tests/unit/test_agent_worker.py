@@ -62,6 +62,9 @@ class GpuAdapter:
     def close(self) -> None:
         pass
 
+    def progress(self, slot: Slot) -> None:
+        return None
+
     def interrupt(self, slot: Slot) -> None:
         self.interrupted.append(slot.job.task_id)
         if self.block is not None:
