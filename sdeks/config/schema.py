@@ -6,6 +6,7 @@ loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
@@ -111,6 +112,10 @@ class Scaling(_Strict):
             raise ValueError(f"max_replicas ({self.max_replicas}) must be >= min_replicas ({self.min_replicas})")
         return self
 
+
+ROUTING_ENV_BUDGET = 3072
+"""Bytes of the API Lambda's environment (4 KB in all, with ARNs and names) the routing tables may take:
+``SDEKS_RUNTIMES`` and ``SDEKS_MODELS`` (sdeks.api.environment)."""
 
 SPOT_SAFE_SHUTDOWN_GRACE_S = 90
 """Default time a running task gets after SIGTERM. EC2 gives a spot instance 2 minutes' notice; Karpenter
@@ -317,6 +322,16 @@ class Config(_Strict):
         if duplicates:
             raise ValueError(f"runtime names must be unique; repeated: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _routing_fits_the_api_environment(self) -> Config:
+        size = sum(len(json.dumps(table, sort_keys=True)) for table in (self.runtime_types, self.runtime_models))
+        if size > ROUTING_ENV_BUDGET:
+            raise ValueError(
+                f"runtimes: their names and models take {size} bytes of the API Lambda's environment, at most"
+                f" {ROUTING_ENV_BUDGET} fit (Lambda holds 4 KB in all); declare fewer or shorter checkpoint names"
+            )
+        return self
 
     @field_validator("tags")
     @classmethod

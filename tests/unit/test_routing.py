@@ -201,3 +201,13 @@ def test_bad_model_lists_fail_naming_the_reason(runtime, reason):
     with pytest.raises(ConfigError) as info:
         config({"name": "a", **runtime})
     assert "runtimes" in str(info.value) and reason in str(info.value)
+
+
+def test_the_routing_tables_must_fit_the_api_lambdas_environment():
+    from sdeks.config import ConfigError
+
+    long_names = [f"{n}-{'x' * 240}.safetensors" for n in range(MAX_MODELS_PER_RUNTIME)]
+    config({"name": "a", "models": long_names[:4]})  # about 1 KB: fits
+    with pytest.raises(ConfigError) as info:
+        config({"name": "a", "models": long_names}, {"name": "b", "models": long_names})
+    assert "Lambda holds 4 KB" in str(info.value)
