@@ -199,15 +199,26 @@ class Api(Construct):
         )
         # POST /v1alpha2 (API Gateway also routes /v1alpha2/ here: a trailing slash names the same resource).
         version = self.rest_api.root.add_resource(API_VERSION)
+        optional_query = {f"method.request.querystring.{name}": False for name in ("wait", "presign")}
         version.add_method(
             "POST",
             integration,
             api_key_required=True,
             request_validator=validator,
             request_models={"application/json": submit_model},
+            request_parameters=optional_query,
         )
-        version.add_resource("tasks").add_resource("{id}").add_method(
+        task = version.add_resource("tasks").add_resource("{id}")
+        task.add_method(
             "GET",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_parameters={"method.request.path.id": True, **optional_query},
+        )
+        # POST /v1alpha2/tasks/{id}/cancel: the Lambda's conditional UpdateItem on the task row (TaskRows)
+        task.add_resource("cancel").add_method(
+            "POST",
             integration,
             api_key_required=True,
             request_validator=validator,

@@ -37,6 +37,7 @@ HANDLER_SOURCES = (
     "sdeks/api/handler.py",
     "sdeks/api/http.py",
     "sdeks/api/settings.py",
+    "sdeks/netguard.py",
     "sdeks/tasks_table.py",
 )
 """What of the repo the API handler imports (a test imports the handler and checks this covers it)."""

@@ -75,7 +75,7 @@ def _api(stack: SdeksStack) -> None:
     acknowledge(
         api.function,
         "L1",
-        "Pinned to python3.12: the bundled pydantic-core/PyYAML wheels are built for cp312 (infra/bundle.py).",
+        "Pinned to python3.12: the bundled pydantic-core wheel is built for cp312 (infra/bundle.py).",
     )
     acknowledge(
         api.rest_api,

@@ -50,6 +50,7 @@ from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
 from sdeks.contract.task import (
     API_VERSION,
     MAX_REQUEST_BYTES,
+    MAX_WAIT_S,
     SNS_MAX_MESSAGE_BYTES,
     TERMINAL_STATES,
     CompletionEvent,
@@ -95,6 +96,7 @@ __all__ = [
     "CONTENT_MODELS",
     "MAX_IMAGES_PER_TASK",
     "MAX_REQUEST_BYTES",
+    "MAX_WAIT_S",
     "SAMPLERS",
     "SCHEMAS",
     "SNS_MAX_MESSAGE_BYTES",

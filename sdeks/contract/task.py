@@ -182,8 +182,12 @@ class TaskMessage(BaseModel):
         return self
 
 
-TaskState = Literal["queued", "running", "succeeded", "failed"]
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+"""States of an ended task. ``failed`` may still become ``succeeded`` (a late retry); ``cancelled`` is final."""
+
+MAX_WAIT_S = 25
+"""Longest ``?wait=N`` the API holds a request open: inside API Gateway's 29 s integration timeout."""
 
 
 class SubmitResponse(BaseModel):
@@ -226,7 +230,7 @@ class CompletionEvent(BaseModel):
 
     id: str
     runtime: str
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "cancelled"]
     result: bool
     image_url: list[str] = Field(default_factory=list)
     output_url: str | None = None
