@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sd_runtime import lora
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
@@ -29,7 +30,7 @@ from sdeks.contract import (
     Txt2ImgContent,
 )
 
-GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength"}
+GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength", "loras"}
 IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
 UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
 # A1111 fields that default to "off" and are harmless when sent with their default value.
@@ -105,7 +106,7 @@ def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
     return sorted(out)
 
 
-def infotext(req: GenerationRequest, seed: int, model: str) -> str:
+def infotext(req: GenerationRequest, prompt: str, seed: int, model: str) -> str:
     """A1111's human-readable generation parameters (also stored in the PNG)."""
     parts = [
         f"Steps: {req.steps}",
@@ -117,17 +118,20 @@ def infotext(req: GenerationRequest, seed: int, model: str) -> str:
     ]
     if req.init_images:
         parts.append(f"Denoising strength: {req.denoising_strength:g}")
+    if req.loras:
+        parts.append("Lora: " + " ".join(f"{u.ref.name}:{u.text_encoder:g}:{u.unet:g}" for u in req.loras))
     neg = f"\nNegative prompt: {req.negative_prompt}" if req.negative_prompt else ""
-    return f"{req.prompt}{neg}\n{', '.join(parts)}"
+    return f"{prompt}{neg}\n{', '.join(parts)}"
 
 
 def build_response(
-    req: GenerationRequest, result: GenerationResult, parameters: dict[str, Any], ignored: list[str]
+    req: GenerationRequest, prompt: str, result: GenerationResult, parameters: dict[str, Any], ignored: list[str]
 ) -> dict[str, Any]:
-    texts = [infotext(req, s, result.model) for s in result.all_seeds]
+    """A1111's answer; ``prompt`` is the prompt as written (with its LoRA tags), as A1111 reports it."""
+    texts = [infotext(req, prompt, s, result.model) for s in result.all_seeds]
     info = {
-        "prompt": req.prompt,
-        "all_prompts": [req.prompt] * len(result.images),
+        "prompt": prompt,
+        "all_prompts": [prompt] * len(result.images),
         "negative_prompt": req.negative_prompt,
         "all_negative_prompts": [req.negative_prompt] * len(result.images),
         "seed": result.seed,
@@ -142,6 +146,7 @@ def build_response(
         "batch_size": req.batch_size,
         "n_iter": req.n_iter,
         "denoising_strength": req.denoising_strength if req.init_images else None,
+        "loras": [{"name": u.ref.name, "te": u.text_encoder, "unet": u.unet} for u in req.loras],
         "sd_model_name": result.model,
         "sd_model_hash": None,
         "index_of_first_image": 0,
@@ -164,13 +169,20 @@ def create_router(engine: Engine) -> APIRouter:
             raise NoModelError(engine.load_error or "no model loaded yet", {"loading": engine.loading})
         return await engine.submit(engine.generate, req)
 
+    def generation(content: Txt2ImgContent, **extra: Any) -> GenerationRequest:
+        """The engine request: A1111's LoRA tags taken out of the prompt and resolved (400 if unknown)."""
+        text, tags = lora.parse_prompt(content.prompt)
+        loras = lora.resolve(tags, engine.loras()) if tags else []
+        fields = {k: getattr(content, k) for k in GEN_FIELDS} | {"prompt": text}
+        return GenerationRequest(**fields, loras=loras, **extra)
+
     @router.post("/txt2img")
     async def txt2img(content: Txt2ImgBody) -> dict[str, Any]:
-        req = GenerationRequest(**{k: getattr(content, k) for k in GEN_FIELDS}, job="txt2img")
+        req = generation(content, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
         ignored = ignored_fields(content, GEN_FIELDS)
-        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
+        return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     @router.post("/img2img")
     async def img2img(content: Img2ImgBody) -> dict[str, Any]:
@@ -186,17 +198,13 @@ def create_router(engine: Engine) -> APIRouter:
         inits = [im if im.size == size else im.resize(size) for im in inits]  # A1111 resize_mode 0: just resize
         if mask is not None and mask.size != size:
             mask = mask.resize(size)
-        req = GenerationRequest(
-            **{k: getattr(content, k) for k in GEN_FIELDS},
-            init_images=inits,
-            denoising_strength=content.denoising_strength,
-            mask=mask,
-            job="img2img",
+        req = generation(
+            content, init_images=inits, denoising_strength=content.denoising_strength, mask=mask, job="img2img"
         )
         result = await run(req)
         parameters = content.model_dump(mode="json") | {"init_images": None, "mask": None}
         ignored = ignored_fields(content, IMG2IMG_FIELDS)
-        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
+        return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
         img = decode_image(data, field)
@@ -232,6 +240,14 @@ def create_router(engine: Engine) -> APIRouter:
     @router.post("/refresh-checkpoints")
     async def refresh() -> None:
         return None  # discovery reads the models dir on every listing
+
+    @router.get("/loras")
+    async def loras() -> list[dict[str, Any]]:
+        return [ref.a1111() for ref in engine.loras()]
+
+    @router.post("/refresh-loras")
+    async def refresh_loras() -> None:
+        return None  # discovery reads the Lora/ folder on every listing
 
     @router.get("/samplers")
     async def samplers() -> list[dict[str, Any]]:

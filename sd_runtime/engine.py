@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sd_runtime import lora
 from sd_runtime.errors import NoModelError
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
 from sd_runtime.samplers import a1111_scheduler
@@ -39,7 +40,11 @@ T = TypeVar("T")
 
 @dataclass
 class GenerationRequest:
-    """What to render, dialect-neutral. Images are PIL images (already decoded)."""
+    """What to render, dialect-neutral. Images are PIL images (already decoded).
+
+    ``prompt`` is the text to encode (a dialect's own syntax, such as A1111's LoRA
+    tags, already taken out); ``loras`` are applied for this request only.
+    """
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -54,6 +59,7 @@ class GenerationRequest:
     init_images: list[Any] = field(default_factory=list)
     denoising_strength: float = 0.75
     mask: Any = None
+    loras: list[lora.LoraUse] = field(default_factory=list)
     job: str = "txt2img"
 
 
@@ -120,6 +126,10 @@ class Engine:
     def resolve(self, spec: str) -> ModelRef:
         return resolve(spec, self.models_dir, self.models())
 
+    def loras(self) -> list[lora.LoraRef]:
+        """The LoRAs in the models dir's ``Lora/`` folder (read on every call: files may be added)."""
+        return lora.discover(self.models_dir)
+
     def load_on_worker(self, ref: ModelRef) -> ModelRef:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""
         import torch
@@ -185,8 +195,6 @@ class Engine:
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         """Worker thread only: render ``batch_size × n_iter`` images. Image ``i`` uses seed ``seed + i``."""
-        import torch
-
         if self.model is None:
             raise NoModelError(self.load_error or "no model loaded", {"loading": self.loading})
         seed = req.seed if req.seed != -1 else random.randint(0, MAX_SEED)  # noqa: S311 (not crypto)
@@ -209,8 +217,26 @@ class Engine:
             started=time.time(),
             job_timestamp=time.strftime("%Y%m%d%H%M%S"),
         )
-        images: list[Any] = []
         t0 = time.monotonic()
+        with lora.applied(self._pipes["txt2img"], req.loras):  # the pipelines share the LoRA'd modules
+            images = self._render(pipe, req, all_seeds, strength)
+        interrupted = self._interrupt.is_set()
+        self._interrupt.clear()
+        self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)
+        return GenerationResult(
+            images=images,
+            seed=seed,
+            all_seeds=all_seeds[: len(images)],
+            model=self.model.title,
+            interrupted=interrupted,
+            run_s=time.monotonic() - t0,
+        )
+
+    def _render(self, pipe: Any, req: GenerationRequest, all_seeds: list[int], strength: float) -> list[Any]:
+        """Worker thread only: the ``n_iter`` pipeline calls of one request (stops early on interrupt)."""
+        import torch
+
+        images: list[Any] = []
 
         def on_step(p: Any, i: int, _t: Any, kwargs: dict) -> dict:
             self.progress.step = i + 1
@@ -243,17 +269,7 @@ class Engine:
                 kwargs["width"], kwargs["height"] = req.width, req.height
             with torch.inference_mode():
                 images.extend(pipe(**kwargs).images)
-        interrupted = self._interrupt.is_set()
-        self._interrupt.clear()
-        self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)
-        return GenerationResult(
-            images=images,
-            seed=seed,
-            all_seeds=all_seeds[: len(images)],
-            model=self.model.title,
-            interrupted=interrupted,
-            run_s=time.monotonic() - t0,
-        )
+        return images
 
     def shutdown(self) -> None:
         self._interrupt.set()

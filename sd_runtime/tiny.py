@@ -6,6 +6,8 @@ download:
 - ``OUT_DIR/tiny-sd/``              diffusers format (model_index.json + components)
 - ``OUT_DIR/tiny-sd.safetensors``   the same weights in the original SD (ldm) single-file
   layout, so the runtime's ``from_single_file`` path is exercised like a real checkpoint
+- ``OUT_DIR/Lora/tiny-lora.safetensors``  a random LoRA for it in the kohya layout A1111
+  users download (``lora_unet_*`` / ``lora_te_*``, ``lora_down``/``lora_up``/``alpha``)
 
 The architecture is SD 1.x (UNet2DConditionModel with cross-attention, 4-block
 AutoencoderKL with the real 8x latent factor, CLIPTextModel + a byte-level
@@ -28,6 +30,11 @@ from pathlib import Path
 from sd_runtime import CONFIGS_DIR
 
 TINY_NAME = "tiny-sd"
+TINY_LORA = "tiny-lora"
+LORA_RANK = 2
+# the attention projections kohya's trainer targets, as diffusers module-name suffixes
+_UNET_TARGETS = tuple(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0"))
+_TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 TINY_CONFIG = CONFIGS_DIR / TINY_NAME
 SEED = 1234
 
@@ -73,6 +80,25 @@ def single_file_state_dict(pipe) -> dict:
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
+def lora_state_dict(pipe, seed: int = SEED + 1) -> dict:
+    """A random rank-2 LoRA for ``pipe`` in the kohya key layout (what A1111 users bring)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for prefix, module, targets in (
+        ("lora_unet", pipe.unet, _UNET_TARGETS),
+        ("lora_te", pipe.text_encoder, _TE_TARGETS),
+    ):
+        for name, mod in module.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name.endswith(targets):
+                key = f"{prefix}_{name.replace('.', '_')}"
+                state[f"{key}.lora_down.weight"] = torch.randn(LORA_RANK, mod.in_features, generator=generator)
+                state[f"{key}.lora_up.weight"] = torch.randn(mod.out_features, LORA_RANK, generator=generator)
+                state[f"{key}.alpha"] = torch.tensor(float(LORA_RANK))
+    return state
+
+
 def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     """Write the tiny model (both formats) under ``out_dir``; return (diffusers_dir, single_file).
 
@@ -82,7 +108,8 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ddir, sfile = out / TINY_NAME, out / f"{TINY_NAME}.safetensors"
-    if not force and (ddir / "model_index.json").is_file() and sfile.is_file():
+    lfile = out / "Lora" / f"{TINY_LORA}.safetensors"
+    if not force and (ddir / "model_index.json").is_file() and sfile.is_file() and lfile.is_file():
         return ddir, sfile
 
     from safetensors.torch import save_file
@@ -99,6 +126,12 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
         save_file(single_file_state_dict(pipe), str(tmpf), metadata={"format": "pt", "sdeks": "tiny-sd"})
         os.chmod(tmpf, 0o644)
         os.replace(tmpf, sfile)
+    if force or not lfile.is_file():
+        lfile.parent.mkdir(exist_ok=True)
+        tmpl = lfile.with_name(f".{TINY_LORA}.{os.getpid()}.safetensors")
+        save_file(lora_state_dict(pipe), str(tmpl), metadata={"format": "pt", "sdeks": "tiny-lora"})
+        os.chmod(tmpl, 0o644)
+        os.replace(tmpl, lfile)
     return ddir, sfile
 
 

@@ -35,6 +35,8 @@ class ErrorCode(StrEnum):
     TOKENIZER_MISSING = "tokenizer_missing"
     INVALID_IMAGE = "invalid_image"
     UNKNOWN_UPSCALER = "unknown_upscaler"
+    UNKNOWN_LORA = "unknown_lora"
+    INVALID_LORA = "invalid_lora"
     TOO_LARGE = "too_large"
     AWS_UNAVAILABLE = "aws_unavailable"
     INTERNAL_ERROR = "internal_error"

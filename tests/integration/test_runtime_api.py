@@ -162,6 +162,59 @@ def test_unknown_model_lists_available_and_keeps_current(sd_runtime_url: str) ->
     assert httpx.get(f"{sd_runtime_url}/healthz").json()["model"] == "tiny-sd"
 
 
+# ---- LoRA --------------------------------------------------------------------------
+
+
+def test_loras_are_listed_by_name_without_server_paths(sd_runtime_url: str) -> None:
+    loras = httpx.get(f"{sd_runtime_url}/sdapi/v1/loras").json()
+    assert loras == [{"name": "tiny-lora", "alias": "tiny-lora", "path": "Lora/tiny-lora.safetensors", "metadata": {}}]
+    assert post(sd_runtime_url, "/sdapi/v1/refresh-loras", {}).is_success
+
+
+def test_lora_tag_changes_the_image_for_that_request_only(sd_runtime_url: str) -> None:
+    def render(prompt: str) -> tuple[bytes, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "prompt": prompt})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes(), json.loads(r.json()["info"])
+
+    plain, _ = render("a lighthouse")
+    with_lora, info = render("a lighthouse <lora:tiny-lora:0.8>")
+    assert with_lora != plain
+    assert info["prompt"] == "a lighthouse <lora:tiny-lora:0.8>"  # reported as written, like A1111
+    assert info["loras"] == [{"name": "tiny-lora", "te": 0.8, "unet": 0.8}]
+    assert "ignored_fields" in info and info["ignored_fields"] == []
+    assert render("a lighthouse")[0] == plain  # the next request is unaffected: the LoRA was unloaded
+    # the tag is not encoded as text: at weight 0 the image is the plain prompt's
+    assert render("a lighthouse <lora:tiny-lora:0>")[0] == plain
+    # text encoder only (te=1, unet=0) differs from both
+    te_only, _ = render("a lighthouse <lora:tiny-lora:1:0>")
+    assert te_only not in (plain, with_lora)
+    # several tags in one prompt, and the same LoRA through img2img
+    assert render("<lora:tiny-lora:0.5> a lighthouse <lora:tiny-lora:0.3>")[0] != plain
+    body = {**BASE, "prompt": "a lighthouse <lora:tiny-lora>", "init_images": [png_b64()], "denoising_strength": 0.9}
+    r = post(sd_runtime_url, "/sdapi/v1/img2img", body)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["loras"] == [{"name": "tiny-lora", "te": 1.0, "unet": 1.0}]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code", "needle"),
+    [
+        ("x <lora:nope:1>", "unknown_lora", "'nope'"),
+        ("x <lora:../tiny-sd:1>", "unknown_lora", "'../tiny-sd'"),
+        ("x <lora:/etc/passwd:1>", "unknown_lora", "'/etc/passwd'"),
+        ("x <lora:tiny-lora:lots>", "validation_error", "'lots'"),
+    ],
+)
+def test_bad_lora_tags_are_4xx_naming_them(sd_runtime_url: str, prompt: str, code: str, needle: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "prompt": prompt})
+    body = assert_4xx(r, 400 if code == "unknown_lora" else 422, code)
+    assert needle in body["error"]["message"] and "prompt" in body["error"]["message"]
+    assert "/tmp" not in r.text and str(sd_runtime_url) not in r.text  # no server paths
+    if code == "unknown_lora":
+        assert body["error"]["details"]["available"] == ["tiny-lora"]
+
+
 # ---- bad input ------------------------------------------------------------------
 
 

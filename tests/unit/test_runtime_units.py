@@ -139,3 +139,62 @@ def test_shipped_sd15_tokenizer_tokenizes_as_clip(tmp_path: Path) -> None:
     # Reference ids of CLIP ViT-L/14 for this prompt (start, a, photo, of, a, cat, end).
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert tokenizer.model_max_length == 77
+
+
+@pytest.mark.parametrize(
+    ("prompt", "text", "tags"),
+    [
+        ("a cat", "a cat", []),
+        ("a cat <lora:foo:0.8>", "a cat ", [("foo", 0.8, 0.8)]),
+        ("<lora:foo> a <LORA:bar:0.5:1.5> cat", " a  cat", [("foo", 1.0, 1.0), ("bar", 1.5, 0.5)]),
+        ("a <lora:foo:te=0.2:unet=0.7>", "a ", [("foo", 0.7, 0.2)]),
+        ("a <lora:foo:unet=0>", "a ", [("foo", 0.0, 1.0)]),
+    ],
+)
+def test_lora_tags_are_parsed_and_removed_from_the_text(prompt: str, text: str, tags: list) -> None:
+    from sd_runtime.lora import parse_prompt
+
+    got_text, got = parse_prompt(prompt)
+    assert got_text == text
+    assert [(t.name, t.unet, t.text_encoder) for t in got] == tags
+
+
+@pytest.mark.parametrize(
+    ("prompt", "needle"),
+    [
+        ("<lora::1>", "expected"),
+        ("<lora:foo:x>", "'x'"),
+        ("<lora:foo:1:2:3>", "expected"),
+        ("<lora:foo:scale=1>", "'scale'"),
+        ("<lora:foo:1000>", "-100..100"),
+        ("<lora:a>" * 9, "at most 8"),
+    ],
+)
+def test_bad_lora_tags_name_the_field(prompt: str, needle: str) -> None:
+    from sd_runtime.errors import InvalidInputError
+    from sd_runtime.lora import parse_prompt
+
+    with pytest.raises(InvalidInputError) as err:
+        parse_prompt(prompt)
+    assert err.value.message.startswith("prompt: ") and needle in err.value.message
+
+
+def test_loras_are_found_inside_the_lora_folder_only(tmp_path: Path) -> None:
+    from sd_runtime.lora import UnknownLoraError, discover, find
+
+    lora_dir = tmp_path / "Lora"
+    (lora_dir / "style").mkdir(parents=True)
+    (lora_dir / "a.safetensors").write_bytes(b"")
+    (lora_dir / "style" / "b.safetensors").write_bytes(b"")
+    (lora_dir / ".hidden.safetensors").write_bytes(b"")
+    (lora_dir / "c.ckpt").write_bytes(b"")
+    (tmp_path / "outside.safetensors").write_bytes(b"")
+    (lora_dir / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    refs = discover(tmp_path)
+    assert [(r.name, r.file) for r in refs] == [("a", "a.safetensors"), ("b", "style/b.safetensors")]
+    assert find("b", refs, "prompt").file == find("style/b.safetensors", refs, "prompt").file
+    for name in ("../outside", "outside", "link", str(tmp_path / "outside.safetensors"), "c"):
+        with pytest.raises(UnknownLoraError) as err:
+            find(name, refs, "prompt")
+        assert err.value.details == {"lora": name, "available": ["a", "b"]}
+    assert discover(None) == [] and discover(tmp_path / "missing") == []
