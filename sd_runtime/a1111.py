@@ -15,13 +15,14 @@ import time
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from sd_runtime import lora
+from sd_runtime.a1111_fields import ignored_fields
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
-from sd_runtime.samplers import a1111_samplers
+from sd_runtime.samplers import a1111_samplers, a1111_schedulers
 from sd_runtime.upscale import a1111_upscalers, upscale
 from sdeks.contract import (
     ExtraBatchImagesContent,
@@ -33,48 +34,6 @@ from sdeks.contract import (
 GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength", "loras"}
 IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
 UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
-# A1111 fields that default to "off" and are harmless when sent with their default value.
-_NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "restore_faces": False,
-    "tiling": False,
-    "enable_hr": False,
-    "subseed": -1,
-    "subseed_strength": 0,
-    "send_images": True,
-    "save_images": False,
-    "do_not_save_samples": False,
-    "do_not_save_grid": False,
-    "styles": [],
-    "override_settings": {},
-    "script_args": [],
-    "alwayson_scripts": {},
-    "upscaler_2": "None",
-    "extras_upscaler_2_visibility": 0,
-    "gfpgan_visibility": 0,
-    "codeformer_visibility": 0,
-    "upscaling_crop": True,
-    "show_extras_results": True,
-    "resize_mode": 0,
-}
-
-
-def _sampler_index_alias(data: Any) -> Any:
-    """A1111 aliases: ``sampler_index`` was the sampler's name before ``sampler_name`` existed."""
-    if isinstance(data, dict) and "sampler_name" not in data and isinstance(data.get("sampler_index"), str):
-        return {**data, "sampler_name": data["sampler_index"]}
-    return data
-
-
-class Txt2ImgBody(Txt2ImgContent):
-    """``POST /sdapi/v1/txt2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
-
-    _alias = model_validator(mode="before")(_sampler_index_alias)
-
-
-class Img2ImgBody(Img2ImgContent):
-    """``POST /sdapi/v1/img2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
-
-    _alias = model_validator(mode="before")(_sampler_index_alias)
 
 
 class OptionsBody(BaseModel):
@@ -87,30 +46,12 @@ class OptionsBody(BaseModel):
     )
 
 
-def _sent_value(content: BaseModel, key: str) -> Any:
-    """What the client sent for ``key``: nested models as they were given (unset fields left out)."""
-    value = getattr(content, key) if key in type(content).model_fields else (content.model_extra or {})[key]
-    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
-
-
-def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
-    """Fields present in the request that had no effect (non-default values of unimplemented fields)."""
-    out = []
-    for key in content.model_fields_set | set(content.model_extra or {}):
-        if key in implemented or key == "sampler_index":
-            continue
-        value = _sent_value(content, key)
-        if key in _NEUTRAL_DEFAULTS and value in (_NEUTRAL_DEFAULTS[key], None):
-            continue
-        out.append(key)
-    return sorted(out)
-
-
 def infotext(req: GenerationRequest, prompt: str, seed: int, model: str) -> str:
     """A1111's human-readable generation parameters (also stored in the PNG)."""
     parts = [
         f"Steps: {req.steps}",
         f"Sampler: {req.sampler_name}",
+        f"Schedule type: {req.scheduler or 'automatic'}",
         f"CFG scale: {req.cfg_scale:g}",
         f"Seed: {seed}",
         f"Size: {req.width}x{req.height}",
@@ -141,6 +82,7 @@ def build_response(
         "width": req.width,
         "height": req.height,
         "sampler_name": req.sampler_name,
+        "scheduler": req.scheduler or "automatic",
         "cfg_scale": req.cfg_scale,
         "steps": req.steps,
         "batch_size": req.batch_size,
@@ -177,7 +119,7 @@ def create_router(engine: Engine) -> APIRouter:
         return GenerationRequest(**fields, loras=loras, **extra)
 
     @router.post("/txt2img")
-    async def txt2img(content: Txt2ImgBody) -> dict[str, Any]:
+    async def txt2img(content: Txt2ImgContent) -> dict[str, Any]:
         req = generation(content, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
@@ -185,7 +127,7 @@ def create_router(engine: Engine) -> APIRouter:
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     @router.post("/img2img")
-    async def img2img(content: Img2ImgBody) -> dict[str, Any]:
+    async def img2img(content: Img2ImgContent) -> dict[str, Any]:
         if not content.init_images:
             raise InvalidInputError(
                 "init_images is required: the runtime accepts inline base64 images only "
@@ -252,6 +194,10 @@ def create_router(engine: Engine) -> APIRouter:
     @router.get("/samplers")
     async def samplers() -> list[dict[str, Any]]:
         return a1111_samplers()
+
+    @router.get("/schedulers")
+    async def schedulers() -> list[dict[str, Any]]:
+        return a1111_schedulers()
 
     @router.get("/upscalers")
     async def upscalers() -> list[dict[str, Any]]:

@@ -53,6 +53,7 @@ class GenerationRequest:
     height: int = 512
     cfg_scale: float = 7.0
     sampler_name: str = "Euler a"
+    scheduler: str | None = None
     seed: int = -1
     batch_size: int = 1
     n_iter: int = 1
@@ -249,7 +250,8 @@ class Engine:
                 break
             self.progress.job_no, self.progress.step = it, 0
             seeds = all_seeds[it * req.batch_size : (it + 1) * req.batch_size]
-            pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config))
+            base = dict(self._pipes["txt2img"].scheduler.config)
+            pipe.scheduler = a1111_scheduler(req.sampler_name, base, req.scheduler)
             kwargs: dict[str, Any] = {
                 "prompt": [req.prompt] * req.batch_size,
                 "negative_prompt": [req.negative_prompt] * req.batch_size,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from sdeks.contract import SAMPLERS
+from sdeks.contract import SAMPLERS, SCHEDULE_TYPES, Txt2ImgContent
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +160,67 @@ def test_unknown_model_lists_available_and_keeps_current(sd_runtime_url: str) ->
     body = assert_4xx(r, 404, "unknown_model")
     assert body["error"]["details"]["available"] == ["tiny-sd", "tiny-sd.safetensors"]
     assert httpx.get(f"{sd_runtime_url}/healthz").json()["model"] == "tiny-sd"
+
+
+# ---- A1111 field fidelity, driven by a real A1111 client ----------------------------
+
+
+@pytest.fixture(scope="module")
+def webui(sd_runtime_url: str):
+    import webuiapi
+
+    host, port = sd_runtime_url.removeprefix("http://").split(":")
+    return webuiapi.WebUIApi(host=host, port=int(port), steps=3)
+
+
+def test_webuiapi_client_sampler_and_schedule_type(webui) -> None:
+    result = webui.txt2img(
+        prompt="a lighthouse", width=64, height=64, seed=5, sampler_name="DPM++ 2M SDE", scheduler="Karras"
+    )
+    assert result.image.size == (64, 64)
+    assert result.info["sampler_name"] == "DPM++ 2M SDE" and result.info["scheduler"] == "karras"
+    # webuiapi sends every txt2img parameter; only eta (not implemented) is a value that would change A1111's image
+    assert result.info["ignored_fields"] == ["eta"]
+    assert [s["name"] for s in webui.get_schedulers()] == list(SCHEDULE_TYPES)
+    assert {"name": "DPM++ 3M SDE", "aliases": ["k_dpmpp_3m_sde"]}.items() <= next(
+        s for s in webui.get_samplers() if s["name"] == "DPM++ 3M SDE"
+    ).items()
+    assert [lo["name"] for lo in webui.get_loras()] == ["tiny-lora"]
+
+
+def test_schedule_type_is_the_karras_of_the_legacy_names(sd_runtime_url: str) -> None:
+    def pixels(**fields: object) -> bytes:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes()
+
+    legacy = pixels(sampler_name="DPM++ 2M Karras")
+    assert pixels(sampler_name="DPM++ 2M", scheduler="karras") == legacy
+    assert pixels(sampler_name="DPM++ 2M", scheduler="Karras") == legacy  # A1111's label
+    assert pixels(sampler_name="k_dpmpp_2m_ka") == legacy  # an alias /samplers lists
+    assert pixels(sampler_name="DPM++ 2M Karras", scheduler="exponential") != legacy  # explicit type wins
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "scheduler": "align_your_steps"})
+    assert "scheduler" in assert_4xx(r, 422, "validation_error")["error"]["message"]
+
+
+def test_sampler_index_survives_the_contract_default(sd_runtime_url: str) -> None:
+    """The AWS sample sends only sampler_index; the API front door fills sampler_name from the contract."""
+    forwarded = Txt2ImgContent.model_validate({**BASE, "steps": 2, "sampler_index": "DDIM"}).model_dump(mode="json")
+    assert forwarded["sampler_name"] == "DDIM"
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", forwarded)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["sampler_name"] == "DDIM" and info["ignored_fields"] == []
+    direct = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "steps": 2, "sampler_name": "DDIM"}).json()
+    assert decode(r.json()["images"][0]).tobytes() == decode(direct["images"][0]).tobytes()
+
+
+def test_fields_that_would_change_the_image_are_listed(sd_runtime_url: str) -> None:
+    body = {**BASE, "enable_hr": True, "hr_scale": 2, "restore_faces": True, "eta": 0.5, "mask_blur": 4}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["enable_hr", "eta", "hr_scale", "restore_faces"]  # mask_blur: no mask
+    off = {**BASE, "enable_hr": False, "hr_scale": 2, "denoising_strength": 0.7, "restore_faces": False}
+    assert json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", off).json()["info"])["ignored_fields"] == []
 
 
 # ---- LoRA --------------------------------------------------------------------------

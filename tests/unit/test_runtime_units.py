@@ -12,7 +12,7 @@ from sd_runtime.errors import TooLargeError, UnknownUpscalerError
 from sd_runtime.models import UnknownModelError, discover, resolve
 from sd_runtime.samplers import A1111_SAMPLERS, a1111_samplers, a1111_scheduler
 from sd_runtime.upscale import target_size, upscale
-from sdeks.contract import SAMPLERS
+from sdeks.contract import SAMPLER_ALIASES, SAMPLERS, SCHEDULE_TYPES
 
 SCHED_CONFIG = json.loads((CONFIGS_DIR / "tiny-sd" / "scheduler" / "scheduler_config.json").read_text())
 
@@ -34,6 +34,21 @@ def test_every_contract_sampler_is_mapped() -> None:
         ("UniPC", "UniPCMultistepScheduler", {}),
         ("LMS", "LMSDiscreteScheduler", {}),
         ("Heun", "HeunDiscreteScheduler", {}),
+        ("DPM++ SDE", "DPMSolverSDEScheduler", {"use_karras_sigmas": False}),
+        ("DPM++ 2M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+        (
+            "DPM++ 2M SDE Karras",
+            "DPMSolverMultistepScheduler",
+            {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+        ),
+        ("DPM++ 3M SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+        ("DPM++ 3M SDE Karras", "DPMSolverMultistepScheduler", {"solver_order": 3, "use_karras_sigmas": True}),
+        ("DPM2", "KDPM2DiscreteScheduler", {"use_karras_sigmas": False}),
+        ("DPM2 a", "KDPM2AncestralDiscreteScheduler", {}),
+        ("DPM2 Karras", "KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
+        ("DPM2 a Karras", "KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}),
+        ("LMS Karras", "LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+        ("LCM", "LCMScheduler", {}),
     ],
 )
 def test_a1111_scheduler(name: str, cls: str, attrs: dict) -> None:
@@ -43,6 +58,26 @@ def test_a1111_scheduler(name: str, cls: str, attrs: dict) -> None:
         assert sched.config[key] == value
     # the model's noise schedule is kept
     assert sched.config["beta_schedule"] == "scaled_linear" and sched.config["beta_end"] == 0.012
+
+
+@pytest.mark.parametrize("schedule", SCHEDULE_TYPES)
+def test_every_schedule_type_builds_with_every_sampler(schedule: str) -> None:
+    for name in SAMPLERS:
+        a1111_scheduler(name, SCHED_CONFIG, schedule)
+
+
+def test_explicit_schedule_type_wins_over_the_name() -> None:
+    assert a1111_scheduler("DPM++ 2M", SCHED_CONFIG, "karras").config["use_karras_sigmas"] is True
+    exp = a1111_scheduler("DPM++ 2M Karras", SCHED_CONFIG, "exponential").config
+    assert exp["use_exponential_sigmas"] is True and exp["use_karras_sigmas"] is False
+    assert a1111_scheduler("DPM++ 2M Karras", SCHED_CONFIG, "automatic").config["use_karras_sigmas"] is True
+    assert a1111_scheduler("Euler", SCHED_CONFIG, "sgm_uniform").config["timestep_spacing"] == "trailing"
+
+
+def test_samplers_listing_carries_the_contract_aliases() -> None:
+    listed = {s["name"]: s["aliases"] for s in a1111_samplers()}
+    assert listed["Euler a"] == ["k_euler_a"] and listed["DPM++ 2M Karras"] == ["k_dpmpp_2m_ka"]
+    assert {alias for aliases in listed.values() for alias in aliases} == set(SAMPLER_ALIASES)
 
 
 def test_karras_option_does_not_leak_between_samplers() -> None:
