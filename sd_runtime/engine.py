@@ -134,7 +134,7 @@ class Engine:
     def load_on_worker(self, ref: ModelRef) -> ModelRef:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""
         import torch
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         if self.model == ref:
@@ -155,8 +155,8 @@ class Engine:
             pipe.unet = torch.compile(pipe.unet)
         self._pipes = {
             "txt2img": pipe,
-            "img2img": StableDiffusionImg2ImgPipeline.from_pipe(pipe),
-            "inpaint": StableDiffusionInpaintPipeline.from_pipe(pipe),
+            "img2img": AutoPipelineForImage2Image.from_pipe(pipe),  # SD or SDXL, as the loaded model
+            "inpaint": AutoPipelineForInpainting.from_pipe(pipe),
         }
         for p in self._pipes.values():
             p.set_progress_bar_config(disable=True)

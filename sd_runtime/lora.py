@@ -162,9 +162,9 @@ def applied(pipe: Any, uses: Sequence[LoraUse]) -> Iterator[None]:
                     f"LoRA {use.ref.name!r} cannot be applied to this model ({type(exc).__name__})",
                     {"lora": use.ref.name},
                 ) from None
-        present = pipe.get_list_adapters()  # {"unet": [...], "text_encoder": [...]}
+        present = pipe.get_list_adapters()  # {"unet": [...], "text_encoder": [...], SDXL: "text_encoder_2"}
         weights = [
-            {c: getattr(use, c) for c in ("unet", "text_encoder") if name in present.get(c, ())}
+            {c: use.unet if c == "unet" else use.text_encoder for c, loaded in present.items() if name in loaded}
             for name, use in zip(names, uses, strict=True)
         ]
         pipe.set_adapters(names, adapter_weights=weights)

@@ -1,11 +1,15 @@
 """Finding, naming and loading checkpoints, with no hub access.
 
 A model is either a diffusers directory (``model_index.json``) or a single
-``.safetensors`` checkpoint in the original SD layout. Single files are loaded
-with ``from_single_file(config=<dir shipped in sd_runtime/configs>,
-local_files_only=True)``: the config is picked by reading the checkpoint's tensor
-shapes (no weights are read for that), so nothing is ever fetched from the hub.
-``.ckpt`` pickles are not loaded on purpose (arbitrary code execution).
+``.safetensors`` checkpoint in the original SD layout, of the SD 1.x or the SDXL
+architecture. The architecture of a single file is read from its tensor names
+(SDXL's second, OpenCLIP text encoder and its ``label_emb`` micro-conditioning);
+of a diffusers directory from its UNet config (``addition_embed_type: text_time``),
+which is what diffusers builds the UNet from. Single files are loaded with
+``from_single_file(config=<dir shipped in sd_runtime/configs>, local_files_only=True)``:
+the config is picked by the architecture and the checkpoint's tensor shapes (no
+weights are read for that), so nothing is ever fetched from the hub. ``.ckpt``
+pickles are not loaded on purpose (arbitrary code execution).
 """
 
 from __future__ import annotations
@@ -119,6 +123,27 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
 
 
+Arch = Literal["sd1", "sdxl"]
+SDXL_TENSORS = ("conditioner.embedders.1.model.positional_embedding", "model.diffusion_model.label_emb.0.0.weight")
+"""Tensor names only an SDXL single file has (its OpenCLIP text encoder, its micro-conditioning embedding)."""
+
+
+def architecture(ref: ModelRef) -> Arch:
+    """``sdxl`` or ``sd1``, from the single file's tensor names or the diffusers UNet's config."""
+    if ref.kind == "single_file":
+        return "sdxl" if any(k in _shapes(ref.path) for k in SDXL_TENSORS) else "sd1"
+    try:
+        unet = json.loads((ref.path / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"{ref.title} has no readable unet/config.json") from None
+    return "sdxl" if unet.get("addition_embed_type") == "text_time" else "sd1"
+
+
+def _config_arch(config_dir: Path) -> Arch:
+    index = json.loads((config_dir / "model_index.json").read_text())
+    return "sdxl" if "XL" in index.get("_class_name", "") else "sd1"
+
+
 def config_for_checkpoint(path: Path) -> Path:
     """The shipped diffusers config whose UNet matches the checkpoint's shapes.
 
@@ -129,58 +154,60 @@ def config_for_checkpoint(path: Path) -> Path:
     if (sidecar / "model_index.json").is_file():
         return sidecar
     shapes = _shapes(path)
+    arch: Arch = "sdxl" if any(k in shapes for k in SDXL_TENSORS) else "sd1"
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     cross = next(
         (s for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and k.startswith("model.diffusion_model.")),
         None,
     )
     if conv_in is None or cross is None:
-        raise ModelError(f"{path.name} is not an SD 1.x checkpoint in the original layout")
+        raise ModelError(f"{path.name} is not an SD 1.x or SDXL checkpoint in the original layout")
     for cfg in sorted(CONFIGS_DIR.iterdir()):
         unet_cfg = cfg / "unet" / "config.json"
-        if not unet_cfg.is_file():
+        if not unet_cfg.is_file() or _config_arch(cfg) != arch:
             continue
         unet = json.loads(unet_cfg.read_text())
         if unet["block_out_channels"][0] == conv_in[0] and unet["cross_attention_dim"] == cross[1]:
             return cfg
     raise ModelError(
-        f"no shipped config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
+        f"no shipped {arch} config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
         f"put a diffusers config directory {sidecar.name}/ next to it",
     )
 
 
-def _tokenizer_for(config_dir: Path, checkpoint: Path):
-    """The CLIP tokenizer for a single file: from the config dir, or a ``tokenizer/`` next to the checkpoint."""
+def _tokenizer_for(config_dir: Path, checkpoint: Path, sub: str = "tokenizer"):
+    """A CLIP tokenizer for a single file: from the config dir, or a ``tokenizer/`` (``tokenizer_2/``) next to it."""
     from transformers import CLIPTokenizer
 
-    for cand in (config_dir / "tokenizer", checkpoint.parent / "tokenizer"):
+    for cand in (config_dir / sub, checkpoint.parent / sub):
         if (cand / "vocab.json").is_file() or (cand / "tokenizer.json").is_file():
             return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
     raise TokenizerMissingError(
         f"no CLIP tokenizer for {checkpoint.name} in {config_dir.name}'s config; "
-        "put vocab.json and merges.txt into a tokenizer/ directory next to it",
+        f"put vocab.json and merges.txt into a {sub}/ directory next to it",
     )
 
 
 def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
-    """Load a StableDiffusionPipeline from disk only, on ``device`` in ``dtype``."""
-    from diffusers import StableDiffusionPipeline
+    """Load a StableDiffusionPipeline or StableDiffusionXLPipeline from disk only, on ``device`` in ``dtype``."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    common: dict[str, Any] = {
-        "torch_dtype": dtype,
-        "local_files_only": True,
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
-    }
+    arch = architecture(ref)
+    common: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    if arch == "sd1":
+        cls: Any = StableDiffusionPipeline
+        common |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    else:
+        cls = StableDiffusionXLPipeline
     try:
         if ref.kind == "diffusers":
-            pipe = StableDiffusionPipeline.from_pretrained(ref.path, **common)
+            pipe = cls.from_pretrained(ref.path, **common)
         else:
             config = config_for_checkpoint(ref.path)
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(ref.path), config=str(config), tokenizer=_tokenizer_for(config, ref.path), **common
-            )
+            tokenizers = {"tokenizer": _tokenizer_for(config, ref.path)}
+            if arch == "sdxl":
+                tokenizers["tokenizer_2"] = _tokenizer_for(config, ref.path, "tokenizer_2")
+            pipe = cls.from_single_file(str(ref.path), config=str(config), **tokenizers, **common)
     except ModelError:
         raise
     except Exception as exc:

@@ -92,7 +92,10 @@ class Vae:
 
 @dataclass
 class Conditioning:
+    """CONDITIONING: token embeddings, and for SDXL the second encoder's pooled embedding too."""
+
     embeds: Any  # [1 or B, tokens, dim] on the CPU
+    pooled: Any = None  # SDXL: [1 or B, dim] on the CPU
 
 
 # ---- node definitions ----------------------------------------------------------------
@@ -299,8 +302,16 @@ def clip_text_encode(ctx: Context, text: str, clip: Clip) -> tuple:
     pipe = clip.pipe
     text_only = [replace(u, unet=0.0) for u in clip.loras]
     with lora.applied(pipe, text_only), torch.inference_mode():
-        embeds, _ = pipe.encode_prompt(text, pipe.text_encoder.device, 1, False, clip_skip=clip.clip_skip)
-    return (Conditioning(embeds=embeds.float().cpu()),)
+        # keyword arguments: SD's and SDXL's encode_prompt share these names, not their positions
+        encoded = pipe.encode_prompt(
+            prompt=text,
+            device=pipe.text_encoder.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            clip_skip=clip.clip_skip,
+        )
+    pooled = encoded[2].float().cpu() if len(encoded) > 2 else None  # SDXL: (embeds, neg, pooled, neg pooled)
+    return (Conditioning(embeds=encoded[0].float().cpu(), pooled=pooled),)
 
 
 def lora_choices(state: Any) -> list[str]:
@@ -327,11 +338,23 @@ def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -
     return ({"samples": torch.zeros((batch_size, 4, height // 8, width // 8), dtype=torch.float32)},)
 
 
-def _batched(cond: Conditioning, batch: int, device: Any, dtype: Any) -> Any:
-    e = cond.embeds
+def _batched(e: Any, batch: int, device: Any, dtype: Any) -> Any:
+    """A conditioning tensor (embeds or pooled) repeated to the latent batch, on the UNet's device."""
     if e.shape[0] != batch:
-        e = e[:1].repeat(batch, 1, 1)
+        e = e[:1].repeat(batch, *([1] * (e.ndim - 1)))
     return e.to(device=device, dtype=dtype)
+
+
+def _pooled_kwargs(positive: Conditioning, negative: Conditioning, batch: int, device: Any, dtype: Any) -> dict:
+    """SDXL's pooled embeddings for the pipeline call; none for SD 1.x conditioning."""
+    if positive.pooled is None or negative.pooled is None:
+        if positive.pooled is not None or negative.pooled is not None:
+            raise NodeExecutionError("positive and negative conditioning come from different model families")
+        return {}
+    return {
+        "pooled_prompt_embeds": _batched(positive.pooled, batch, device, dtype),
+        "negative_pooled_prompt_embeds": _batched(negative.pooled, batch, device, dtype),
+    }
 
 
 def ksampler(
@@ -354,8 +377,9 @@ def ksampler(
     pipe = model.pipes["img2img"]
     device, dtype = pipe.unet.device, pipe.unet.dtype
     batch = samples.shape[0]
-    pos = _batched(positive, batch, device, dtype)
-    neg = _batched(negative, batch, device, dtype)
+    pos = _batched(positive.embeds, batch, device, dtype)
+    neg = _batched(negative.embeds, batch, device, dtype)
+    pooled = _pooled_kwargs(positive, negative, batch, device, dtype)
     if neg.shape[1] != pos.shape[1]:  # different token lengths: pad the shorter with its last token
         n = max(pos.shape[1], neg.shape[1])
         pos, neg = (torch.cat([t, t[:, -1:].repeat(1, n - t.shape[1], 1)], 1) for t in (pos, neg))
@@ -381,6 +405,7 @@ def ksampler(
             generator=generator,
             output_type="latent",
             callback_on_step_end=on_step,
+            **pooled,
         )
     return ({**latent_image, "samples": out.images.float().cpu()},)
 

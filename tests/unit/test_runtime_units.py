@@ -112,6 +112,36 @@ def test_ldm_layout_round_trips_through_diffusers_converters() -> None:
             assert torch.equal(value, converted[key].reshape(value.shape)), key
 
 
+def test_sdxl_ldm_layout_round_trips_through_diffusers_converters() -> None:
+    """SDXL: UNet with label_emb, first encoder under conditioner.embedders.0, OpenCLIP second encoder."""
+    import torch
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+
+    from sd_runtime.models import SDXL_TENSORS
+    from sd_runtime.tiny import build_sdxl_pipeline, single_file_state_dict
+
+    pipe = build_sdxl_pipeline()
+    ldm = single_file_state_dict(pipe)
+    assert all(k in ldm for k in SDXL_TENSORS)  # what the runtime detects SDXL by
+    te2 = convert_open_clip_checkpoint(pipe.text_encoder_2, ldm, prefix="conditioner.embedders.1.model.")
+    pairs = [
+        (pipe.unet.state_dict(), convert_ldm_unet_checkpoint(ldm, dict(pipe.unet.config))),
+        (pipe.text_encoder.state_dict(), convert_ldm_clip_checkpoint(ldm)),
+        (pipe.text_encoder_2.state_dict(), te2),
+    ]
+    for original, converted in pairs:
+        # transformers 5 drops CLIPTextModel's "text_model." prefix, diffusers' converter keeps it
+        original = {k.removeprefix("text_model."): v for k, v in original.items() if not k.endswith("position_ids")}
+        converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+        assert set(original) == set(converted)
+        for key, value in original.items():
+            assert torch.equal(value, converted[key].reshape(value.shape)), key
+
+
 def test_tiny_build_is_deterministic() -> None:
     import torch
 
