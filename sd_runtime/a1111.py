@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from sd_runtime import lora
-from sd_runtime.a1111_fields import ignored_fields
+from sd_runtime import a1111_overrides, lora
+from sd_runtime.a1111_fields import ignored_fields, prompt_syntax
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
@@ -31,9 +32,33 @@ from sdeks.contract import (
     Txt2ImgContent,
 )
 
-GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength", "loras"}
+GEN_FIELDS = (set(GenerationRequest.__dataclass_fields__) & set(Txt2ImgContent.model_fields)) - {"denoising_strength"}
+"""Contract fields the engine request takes as they are (img2img adds its own)."""
 IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
 UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
+
+
+class PngInfoBody(BaseModel):
+    """``POST /sdapi/v1/png-info``: an inline base64 PNG (bare or data URI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, description="base64 PNG, as the images this API returns")
+
+
+def parse_infotext(text: str) -> dict[str, Any]:
+    """A1111's generation parameters text → ``{"Prompt", "Negative prompt", "Steps", ...}``."""
+    lines = text.strip().split("\n")
+    params_line = lines.pop() if lines and re.match(r"^\w[\w ]*: ", lines[-1]) else ""
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt: "):
+            in_negative, line = True, line.removeprefix("Negative prompt: ")
+        (negative if in_negative else prompt).append(line)
+    out: dict[str, Any] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in re.findall(r"\s*(\w[\w \-/+]*):\s*([^,]*)(?:,|$)", params_line):
+        out[key.strip()] = value.strip()
+    return out
 
 
 class OptionsBody(BaseModel):
@@ -100,6 +125,8 @@ def build_response(
         "version": "sdeks-sd_runtime",
     }
     images = [encode_png(img, text) for img, text in zip(result.images, texts, strict=True)]
+    if parameters.get("send_images") is False:  # A1111: render (and report) but do not send the images
+        images = []
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
 
@@ -112,18 +139,32 @@ def create_router(engine: Engine) -> APIRouter:
         return await engine.submit(engine.generate, req)
 
     def generation(content: Txt2ImgContent, **extra: Any) -> GenerationRequest:
-        """The engine request: A1111's LoRA tags taken out of the prompt and resolved (400 if unknown)."""
+        """The engine request: LoRA tags taken out of the prompt and resolved, override_settings applied."""
         text, tags = lora.parse_prompt(content.prompt)
         loras = lora.resolve(tags, engine.loras()) if tags else []
+        settings = a1111_overrides.parse(content)
+        model = engine.resolve(settings.checkpoint) if settings.checkpoint else None
         fields = {k: getattr(content, k) for k in GEN_FIELDS} | {"prompt": text}
-        return GenerationRequest(**fields, loras=loras, **extra)
+        return GenerationRequest(
+            **fields,
+            loras=loras,
+            clip_skip=settings.clip_skip,
+            model=model,
+            restore_model=settings.restore,
+            **extra,
+        )
+
+    def ignored_fields_of(content: Txt2ImgContent, implemented: set[str]) -> list[str]:
+        """ignored_fields, with the override settings and prompt syntax that had no effect."""
+        unapplied = a1111_overrides.parse(content).ignored + prompt_syntax(content)
+        return sorted(ignored_fields(content, implemented | {"override_settings"}) + unapplied)
 
     @router.post("/txt2img")
     async def txt2img(content: Txt2ImgContent) -> dict[str, Any]:
         req = generation(content, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
-        ignored = ignored_fields(content, GEN_FIELDS)
+        ignored = ignored_fields_of(content, GEN_FIELDS)
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     @router.post("/img2img")
@@ -145,7 +186,7 @@ def create_router(engine: Engine) -> APIRouter:
         )
         result = await run(req)
         parameters = content.model_dump(mode="json") | {"init_images": None, "mask": None}
-        ignored = ignored_fields(content, IMG2IMG_FIELDS)
+        ignored = ignored_fields_of(content, IMG2IMG_FIELDS)
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
@@ -174,6 +215,13 @@ def create_router(engine: Engine) -> APIRouter:
         images = await asyncio.to_thread(work)
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"imageList"})
         return {"html_info": "", "images": images, "ignored_fields": ignored}
+
+    @router.post("/png-info")
+    async def png_info(body: PngInfoBody) -> dict[str, Any]:
+        img = decode_image(body.image, "image", mode=None)
+        items = {k: v for k, v in img.info.items() if isinstance(v, str)}
+        text = items.pop("parameters", "")
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
 
     @router.get("/sd-models")
     async def sd_models() -> list[dict[str, Any]]:

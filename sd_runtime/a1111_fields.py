@@ -9,6 +9,7 @@ list is empty for a plain request and names exactly what was asked for and not d
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,7 +22,7 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "subseed_strength": (0,),
     "seed_resize_from_h": (-1, 0),
     "seed_resize_from_w": (-1, 0),
-    "send_images": (True,),
+    "send_images": (True, False),  # implemented: false leaves the images out of the answer
     "save_images": (False,),
     "do_not_save_samples": (False,),
     "do_not_save_grid": (False,),
@@ -111,3 +112,16 @@ def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
         for key in _sent(content)
         if key not in implemented and not _without_effect(content, key, sent_value(content, key), implemented)
     )
+
+
+_SYNTAX = re.compile(r"(?<!\\)[()\[\]]|\bBREAK\b")
+"""A1111 prompt syntax: (emphasis), (word:1.2), [de-emphasis], [from:to:when], [a|b], BREAK (unescaped)."""
+
+
+def prompt_syntax(content: BaseModel) -> list[str]:
+    """``prompt (attention syntax)`` etc. for prompts whose A1111 syntax this runtime encodes as plain text."""
+    return [
+        f"{name} (attention syntax)"
+        for name in ("prompt", "negative_prompt")
+        if _SYNTAX.search(getattr(content, name, "") or "")
+    ]

@@ -43,7 +43,10 @@ class GenerationRequest:
     """What to render, dialect-neutral. Images are PIL images (already decoded).
 
     ``prompt`` is the text to encode (a dialect's own syntax, such as A1111's LoRA
-    tags, already taken out); ``loras`` are applied for this request only.
+    tags, already taken out); ``loras`` are applied for this request only. ``clip_skip``
+    is diffusers' (layers skipped from the end; A1111's ``CLIP_stop_at_last_layers`` − 1).
+    ``model``: render with this model, switched to on the worker thread right before,
+    and switched back after when ``restore_model`` (A1111's ``override_settings``).
     """
 
     prompt: str = ""
@@ -61,6 +64,9 @@ class GenerationRequest:
     denoising_strength: float = 0.75
     mask: Any = None
     loras: list[lora.LoraUse] = field(default_factory=list)
+    clip_skip: int | None = None
+    model: ModelRef | None = None
+    restore_model: bool = True
     job: str = "txt2img"
 
 
@@ -196,6 +202,17 @@ class Engine:
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         """Worker thread only: render ``batch_size × n_iter`` images. Image ``i`` uses seed ``seed + i``."""
+        previous = self.model
+        if req.model is None or req.model == previous:
+            return self._generate(req)
+        self.load_on_worker(req.model)
+        try:
+            return self._generate(req)
+        finally:
+            if req.restore_model and previous is not None:
+                self.load_on_worker(previous)
+
+    def _generate(self, req: GenerationRequest) -> GenerationResult:
         if self.model is None:
             raise NoModelError(self.load_error or "no model loaded", {"loading": self.loading})
         seed = req.seed if req.seed != -1 else random.randint(0, MAX_SEED)  # noqa: S311 (not crypto)
@@ -260,6 +277,8 @@ class Engine:
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
                 "callback_on_step_end": on_step,
             }
+            if req.clip_skip:
+                kwargs["clip_skip"] = req.clip_skip
             if req.init_images:
                 start = it * req.batch_size
                 kwargs["image"] = [req.init_images[(start + j) % len(req.init_images)] for j in range(req.batch_size)]

@@ -215,4 +215,19 @@ def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
         log.warning("cannot load %s: %s", ref.title, exc)
         raise ModelLoadError(f"cannot load {ref.title}: {type(exc).__name__}") from exc
     pipe.set_progress_bar_config(disable=True)
+    _clip_skip_compat(pipe.text_encoder)
     return pipe.to(device)
+
+
+def _clip_skip_compat(text_encoder: Any) -> None:
+    """Let diffusers' SD 1.x ``encode_prompt(clip_skip=...)`` run with transformers 5.
+
+    transformers 5 flattened ``CLIPTextModel`` (``final_layer_norm`` is its own child, there
+    is no ``.text_model``), while diffusers' SD pipeline still reads
+    ``text_encoder.text_model.final_layer_norm`` when a clip skip is asked for, so
+    ``CLIP_stop_at_last_layers`` / ``CLIPSetLastLayer`` failed at run time. The encoder is
+    given a ``text_model`` attribute pointing at itself, set outside ``nn.Module``'s
+    registry so the module tree (state dict, LoRA injection, ``.to()``) is unchanged.
+    """
+    if not hasattr(text_encoder, "text_model") and hasattr(text_encoder, "final_layer_norm"):
+        object.__setattr__(text_encoder, "text_model", text_encoder)

@@ -335,6 +335,21 @@ def test_unknown_lora_is_a_node_error_naming_it(client, name):
     assert error["type"] == "value_not_in_list" and name in error["details"]
 
 
+def test_clip_set_last_layer_changes_the_encoding(client):
+    """CLIPSetLastLayer -2 (clip skip 1) runs with transformers 5 and changes the image; -1 is no skip."""
+
+    def with_stop(stop: int) -> dict[str, Any]:
+        wf = default_workflow()
+        wf["30"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": stop}}
+        for node in ("6", "7"):
+            wf[node]["inputs"]["clip"] = ["30", 0]
+        return wf
+
+    plain = pixels_of(client, default_workflow())
+    assert pixels_of(client, with_stop(-1)) == plain
+    assert pixels_of(client, with_stop(-2)) != plain
+
+
 def test_view_serves_only_stored_images(client):
     _, entry = run(client, default_workflow())
     ref = entry["outputs"]["9"]["images"][0]

@@ -223,6 +223,46 @@ def test_fields_that_would_change_the_image_are_listed(sd_runtime_url: str) -> N
     assert json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", off).json()["info"])["ignored_fields"] == []
 
 
+def test_override_settings_clip_skip_and_checkpoint(sd_runtime_url: str) -> None:
+    def render(**fields: object) -> tuple[bytes, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes(), json.loads(r.json()["info"])
+
+    plain, _ = render()
+    skipped, info = render(override_settings={"CLIP_stop_at_last_layers": 2})
+    assert skipped != plain and info["ignored_fields"] == []
+    assert render(override_settings={"CLIP_stop_at_last_layers": 1})[0] == plain  # 1 = the last layer = no skip
+    # a checkpoint for this request only: the single file has the same weights, so the same pixels
+    same, info = render(override_settings={"sd_model_checkpoint": "tiny-sd.safetensors"})
+    assert same == plain and info["sd_model_name"] == "tiny-sd.safetensors"
+    assert httpx.get(f"{sd_runtime_url}/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-sd"  # restored
+    _, info = render(override_settings={"sd_model_checkpoint": "tiny-sd", "sd_vae": "x.safetensors", "eta_ddim": 0.5})
+    assert info["ignored_fields"] == ["override_settings.eta_ddim", "override_settings.sd_vae"]
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"CLIP_stop_at_last_layers": 40}})
+    assert "override_settings.CLIP_stop_at_last_layers" in assert_4xx(r, 422)["error"]["message"]
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_model_checkpoint": "nope"}})
+    assert "nope" in assert_4xx(r, 404, "unknown_model")["error"]["message"]
+
+
+def test_send_images_false_and_png_info(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "send_images": False})
+    assert r.status_code == 200 and r.json()["images"] == [] and json.loads(r.json()["info"])["all_seeds"] == [7]
+    image = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "negative_prompt": "fog"}).json()["images"][0]
+    info = post(sd_runtime_url, "/sdapi/v1/png-info", {"image": "data:image/png;base64," + image}).json()
+    assert info["info"].startswith("a lighthouse\nNegative prompt: fog\nSteps: 3")
+    params = info["parameters"]
+    assert params["Prompt"] == "a lighthouse" and params["Negative prompt"] == "fog"
+    assert params["Seed"] == "7" and params["Size"] == "64x64" and params["Sampler"] == "Euler a"
+    assert_4xx(post(sd_runtime_url, "/sdapi/v1/png-info", {"image": "%%"}), 422, "invalid_image")
+
+
+def test_prompt_syntax_rendered_as_text_is_listed(sd_runtime_url: str) -> None:
+    body = {**BASE, "prompt": "a (lighthouse:1.3), [fog]", "negative_prompt": "blurry"}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["prompt (attention syntax)"]
+
+
 # ---- LoRA --------------------------------------------------------------------------
 
 
