@@ -32,7 +32,8 @@ class Overrides:
 def parse(content: BaseModel) -> Overrides:
     """Read ``override_settings`` (an extra field of the contract's content models)."""
     extra = content.model_extra or {}
-    settings = extra.get("override_settings") or {}
+    settings = extra.get("override_settings")
+    settings = {} if settings is None else settings
     if not isinstance(settings, dict):
         raise InvalidInputError("override_settings: must be an object of setting name → value")
     restore = extra.get("override_settings_restore_afterwards", True)

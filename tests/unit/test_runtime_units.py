@@ -263,3 +263,36 @@ def test_loras_are_found_inside_the_lora_folder_only(tmp_path: Path) -> None:
             find(name, refs, "prompt")
         assert err.value.details == {"lora": name, "available": ["a", "b"]}
     assert discover(None) == [] and discover(tmp_path / "missing") == []
+
+
+def test_override_settings_are_applied_or_reported() -> None:
+    from sd_runtime.a1111_overrides import parse
+    from sd_runtime.errors import InvalidInputError
+    from sdeks.contract import Txt2ImgContent
+
+    got = parse(
+        Txt2ImgContent(override_settings={"CLIP_stop_at_last_layers": 2, "sd_vae": "a", "sd_model_checkpoint": "m"})
+    )
+    assert (got.clip_skip, got.checkpoint, got.restore, got.ignored) == (1, "m", True, ["override_settings.sd_vae"])
+    assert parse(Txt2ImgContent(override_settings={"CLIP_stop_at_last_layers": 1})).clip_skip is None
+    assert parse(Txt2ImgContent(override_settings_restore_afterwards=False)).restore is False
+    bad_values = [
+        {"override_settings": []},
+        {"override_settings": {"CLIP_stop_at_last_layers": True}},
+        {"override_settings": {"sd_model_checkpoint": ""}},
+        {"override_settings_restore_afterwards": "no"},
+    ]
+    for bad in bad_values:
+        with pytest.raises(InvalidInputError) as err:
+            parse(Txt2ImgContent(**bad))
+        assert err.value.message.startswith(next(iter(bad)))
+
+
+def test_infotext_round_trip() -> None:
+    from sd_runtime.a1111 import infotext, parse_infotext
+    from sd_runtime.engine import GenerationRequest
+
+    req = GenerationRequest(prompt="a cat", negative_prompt="fog\nrain", steps=4, seed=3, sampler_name="DDIM")
+    parsed = parse_infotext(infotext(req, "a <lora:x:1> cat", 3, "tiny-sd"))
+    assert parsed["Prompt"] == "a <lora:x:1> cat" and parsed["Negative prompt"] == "fog\nrain"
+    assert (parsed["Steps"], parsed["Sampler"], parsed["Seed"], parsed["Model"]) == ("4", "DDIM", "3", "tiny-sd")
