@@ -10,6 +10,7 @@ Fields the runtime does not implement are accepted, ignored, and listed in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import time
@@ -18,7 +19,8 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from sd_runtime import a1111_overrides, lora
+from sd_runtime import a1111_overrides, lora, vae
+from sd_runtime import hires as hires_fix
 from sd_runtime.a1111_fields import ignored_fields, prompt_syntax
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
@@ -84,6 +86,11 @@ def infotext(req: GenerationRequest, prompt: str, seed: int, model: str) -> str:
     ]
     if req.init_images:
         parts.append(f"Denoising strength: {req.denoising_strength:g}")
+    if req.hires is not None:
+        parts.append(f"Denoising strength: {req.hires.denoising:g}")
+        parts.append(f"Hires upscale: {req.hires.scale:g}")
+        parts.append(f"Hires steps: {req.hires.steps}")
+        parts.append(f"Hires upscaler: {req.hires.upscaler}")
     if req.loras:
         parts.append("Lora: " + " ".join(f"{u.ref.name}:{u.text_encoder:g}:{u.unet:g}" for u in req.loras))
     neg = f"\nNegative prompt: {req.negative_prompt}" if req.negative_prompt else ""
@@ -112,7 +119,8 @@ def build_response(
         "steps": req.steps,
         "batch_size": req.batch_size,
         "n_iter": req.n_iter,
-        "denoising_strength": req.denoising_strength if req.init_images else None,
+        "denoising_strength": req.denoising_strength if req.init_images else (req.hires and req.hires.denoising),
+        "hires": None if req.hires is None else dataclasses.asdict(req.hires),
         "loras": [{"name": u.ref.name, "te": u.text_encoder, "unet": u.unet} for u in req.loras],
         "sd_model_name": result.model,
         "sd_model_hash": None,
@@ -144,6 +152,7 @@ def create_router(engine: Engine) -> APIRouter:
         loras = lora.resolve(tags, engine.loras()) if tags else []
         settings = a1111_overrides.parse(content)
         model = engine.resolve(settings.checkpoint) if settings.checkpoint else None
+        vae_file = vae.find(settings.vae, engine.vaes(), "override_settings.sd_vae") if settings.vae else None
         fields = {k: getattr(content, k) for k in GEN_FIELDS} | {"prompt": text}
         return GenerationRequest(
             **fields,
@@ -151,6 +160,7 @@ def create_router(engine: Engine) -> APIRouter:
             clip_skip=settings.clip_skip,
             model=model,
             restore_model=settings.restore,
+            vae=vae_file,
             **extra,
         )
 
@@ -161,10 +171,11 @@ def create_router(engine: Engine) -> APIRouter:
 
     @router.post("/txt2img")
     async def txt2img(content: Txt2ImgContent) -> dict[str, Any]:
-        req = generation(content, job="txt2img")
+        hires = hires_fix.parse(content)
+        req = generation(content, hires=hires, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
-        ignored = ignored_fields_of(content, GEN_FIELDS)
+        ignored = ignored_fields_of(content, GEN_FIELDS | (hires_fix.IMPLEMENTED if hires else set()))
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     @router.post("/img2img")
@@ -233,11 +244,19 @@ def create_router(engine: Engine) -> APIRouter:
 
     @router.get("/loras")
     async def loras() -> list[dict[str, Any]]:
-        return [ref.a1111() for ref in engine.loras()]
+        return [lora.a1111_entry(ref) for ref in engine.loras()]
 
     @router.post("/refresh-loras")
     async def refresh_loras() -> None:
         return None  # discovery reads the Lora/ folder on every listing
+
+    @router.get("/sd-vae")
+    async def sd_vae() -> list[dict[str, str]]:
+        return vae.a1111_entries(engine.vaes())
+
+    @router.post("/refresh-vae")
+    async def refresh_vae() -> None:
+        return None  # discovery reads the VAE/ folder on every listing
 
     @router.get("/samplers")
     async def samplers() -> list[dict[str, Any]]:
@@ -250,6 +269,10 @@ def create_router(engine: Engine) -> APIRouter:
     @router.get("/upscalers")
     async def upscalers() -> list[dict[str, Any]]:
         return a1111_upscalers()
+
+    @router.get("/latent-upscale-modes")
+    async def latent_upscale_modes() -> list[dict[str, str]]:
+        return [{"name": name} for name in hires_fix.LATENT_MODES]
 
     @router.get("/options")
     async def get_options() -> dict[str, Any]:

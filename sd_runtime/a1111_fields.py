@@ -45,6 +45,14 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "resize_mode": (0,),
     "include_init_images": (False,),
     "initial_noise_multiplier": (1,),
+    "hr_checkpoint_name": ("", "Use same checkpoint"),
+    "hr_sampler_name": ("", "Use same sampler"),
+    "hr_scheduler": ("", "Use same scheduler"),
+    "hr_prompt": ("",),
+    "hr_negative_prompt": ("",),
+    "hr_additional_modules": ([], ["Use same choices"]),
+    "firstphase_width": (0,),
+    "firstphase_height": (0,),
 }
 """A1111 fields and the values at which they have no effect (None always has none)."""
 

@@ -2,7 +2,8 @@
 
 ``sd_model_checkpoint`` renders the request with that model (switched back afterwards
 unless ``override_settings_restore_afterwards`` is false, as A1111 does);
-``CLIP_stop_at_last_layers`` is the clip skip (1 = last layer, 2 = the penultimate ...).
+``CLIP_stop_at_last_layers`` is the clip skip (1 = last layer, 2 = the penultimate ...);
+``sd_vae`` a file of the models dir's ``VAE/`` folder (or ``Automatic``/``None``) for this request.
 Any other setting has no effect here and is reported in ``info.ignored_fields`` as
 ``override_settings.<name>``; a supported one with a wrong value is a 422 naming it.
 """
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 
 from sd_runtime.errors import InvalidInputError
 
-SUPPORTED = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")
+SUPPORTED = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae")
 MAX_CLIP_STOP = 12  # CLIP ViT-L has 12 layers; A1111's slider goes to 12
 
 
@@ -25,6 +26,7 @@ class Overrides:
 
     checkpoint: str | None = None
     clip_skip: int | None = None
+    vae: str | None = None
     restore: bool = True
     ignored: list[str] = field(default_factory=list)
 
@@ -45,6 +47,16 @@ def parse(content: BaseModel) -> Overrides:
         if not isinstance(checkpoint, str) or not checkpoint.strip():
             raise InvalidInputError("override_settings.sd_model_checkpoint: must be a model name")
         out.checkpoint = checkpoint
+    vae = settings.get("sd_vae")
+    if vae is not None:
+        if not isinstance(vae, str) or not vae.strip():
+            raise InvalidInputError("override_settings.sd_vae: must be a VAE name, Automatic or None")
+        if not restore:
+            raise InvalidInputError(
+                "override_settings.sd_vae: applies to this request only; "
+                "override_settings_restore_afterwards false is not supported with it"
+            )
+        out.vae = vae
     stop = settings.get("CLIP_stop_at_last_layers")
     if stop is not None:
         if isinstance(stop, bool) or not isinstance(stop, int) or not 1 <= stop <= MAX_CLIP_STOP:

@@ -17,20 +17,23 @@ the partially denoised images too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sd_runtime import lora
+from sd_runtime import hires as hires_fix
+from sd_runtime import lora, vae
 from sd_runtime.errors import NoModelError
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
+from sd_runtime.named_files import NamedFile
 from sd_runtime.samplers import a1111_scheduler
 from sdeks.contract import MAX_SEED
 
@@ -67,6 +70,8 @@ class GenerationRequest:
     clip_skip: int | None = None
     model: ModelRef | None = None
     restore_model: bool = True
+    hires: hires_fix.Hires | None = None
+    vae: NamedFile | None = None
     job: str = "txt2img"
 
 
@@ -130,8 +135,13 @@ class Engine:
     def models(self) -> list[ModelRef]:
         return discover(self.models_dir, self._extra)
 
-    def resolve(self, spec: str) -> ModelRef:
-        return resolve(spec, self.models_dir, self.models())
+    def resolve(self, spec: str, allow_paths: bool = False) -> ModelRef:
+        """A model by name (requests); ``allow_paths`` only for the operator's ``--model``."""
+        return resolve(spec, self.models_dir, self.models(), allow_paths)
+
+    def vaes(self) -> list[NamedFile]:
+        """The VAE files in the models dir's ``VAE/`` folder."""
+        return vae.discover(self.models_dir)
 
     def loras(self) -> list[lora.LoraRef]:
         """The LoRAs in the models dir's ``Lora/`` folder (read on every call: files may be added)."""
@@ -236,7 +246,7 @@ class Engine:
             job_timestamp=time.strftime("%Y%m%d%H%M%S"),
         )
         t0 = time.monotonic()
-        with lora.applied(self._pipes["txt2img"], req.loras):  # the pipelines share the LoRA'd modules
+        with lora.applied(self._pipes["txt2img"], req.loras), self._vae_swapped(req.vae):
             images = self._render(pipe, req, all_seeds, strength)
         interrupted = self._interrupt.is_set()
         self._interrupt.clear()
@@ -249,6 +259,22 @@ class Engine:
             interrupted=interrupted,
             run_s=time.monotonic() - t0,
         )
+
+    @contextlib.contextmanager
+    def _vae_swapped(self, file: NamedFile | None) -> Iterator[None]:
+        """Worker thread only: every pipeline decodes with ``file``'s VAE for the block (None: the model's)."""
+        if file is None:
+            yield
+            return
+        own = self._pipes["txt2img"].vae
+        replacement = vae.load(file, own)
+        try:
+            for p in self._pipes.values():
+                p.vae = replacement
+            yield
+        finally:
+            for p in self._pipes.values():
+                p.vae = own
 
     def _render(self, pipe: Any, req: GenerationRequest, all_seeds: list[int], strength: float) -> list[Any]:
         """Worker thread only: the ``n_iter`` pipeline calls of one request (stops early on interrupt)."""
@@ -288,9 +314,38 @@ class Engine:
                     kwargs["width"], kwargs["height"] = req.width, req.height
             else:
                 kwargs["width"], kwargs["height"] = req.width, req.height
+            if req.hires is not None and req.hires.latent:
+                kwargs["output_type"] = "latent"
             with torch.inference_mode():
-                images.extend(pipe(**kwargs).images)
+                out = pipe(**kwargs).images
+                # latents must be decoded: an interrupted latent hires pass stops after one step and decodes
+                if req.hires is not None and (req.hires.latent or not self._interrupt.is_set()):
+                    out = self._hires_pass(req, out, seeds, on_step)
+                images.extend(out)
         return images
+
+    def _hires_pass(self, req: GenerationRequest, first: Any, seeds: list[int], on_step: Any) -> list[Any]:
+        """Worker thread only: A1111's hires fix — upscale the first pass, then img2img at the large size."""
+        import torch
+
+        hires = req.hires
+        assert hires is not None
+        pipe = self._pipes["img2img"]
+        pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config), req.scheduler)
+        self.progress.step, self.progress.steps = 0, max(1, int(hires.steps * hires.denoising))
+        kwargs: dict[str, Any] = {
+            "prompt": [req.prompt] * len(seeds),
+            "negative_prompt": [req.negative_prompt] * len(seeds),
+            "image": hires_fix.upscale_first_pass(hires, first),
+            "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
+            "num_inference_steps": hires.steps,
+            "guidance_scale": req.cfg_scale,
+            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
+            "callback_on_step_end": on_step,
+        }
+        if req.clip_skip:
+            kwargs["clip_skip"] = req.clip_skip
+        return pipe(**kwargs).images
 
     def shutdown(self) -> None:
         self._interrupt.set()

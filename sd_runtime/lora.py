@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sd_runtime import named_files
 from sd_runtime.errors import BadRequestError, InvalidInputError
+from sd_runtime.named_files import NamedFile
 from sdeks.contract import ErrorCode
 
 log = logging.getLogger("sd_runtime.lora")
@@ -41,17 +43,13 @@ class InvalidLoraError(InvalidInputError):
     code = ErrorCode.INVALID_LORA
 
 
-@dataclass(frozen=True)
-class LoraRef:
-    """A LoRA file: ``name`` (stem, as A1111 lists it) and ``file`` (relative to ``Lora/``, as ComfyUI does)."""
+LoraRef = NamedFile
+"""A LoRA file: ``name`` (stem, as A1111 lists it) and ``file`` (relative to ``Lora/``, as ComfyUI does)."""
 
-    name: str
-    file: str
-    path: Path
 
-    def a1111(self) -> dict[str, Any]:
-        """One entry of ``GET /sdapi/v1/loras`` (the path relative to the models dir, never the server's)."""
-        return {"name": self.name, "alias": self.name, "path": f"{LORA_DIR}/{self.file}", "metadata": {}}
+def a1111_entry(ref: LoraRef) -> dict[str, Any]:
+    """One entry of ``GET /sdapi/v1/loras`` (the path relative to the models dir, never the server's)."""
+    return {"name": ref.name, "alias": ref.name, "path": f"{LORA_DIR}/{ref.file}", "metadata": {}}
 
 
 @dataclass(frozen=True)
@@ -73,17 +71,8 @@ class LoraTag:
 
 
 def discover(models_dir: Path | None) -> list[LoraRef]:
-    """``*.safetensors`` under ``models_dir/Lora`` (subfolders too); links leading outside are skipped."""
-    if models_dir is None or not (models_dir / LORA_DIR).is_dir():
-        return []
-    root = (models_dir / LORA_DIR).resolve()
-    found = []
-    for path in sorted(root.rglob("*.safetensors")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.resolve().is_relative_to(root):
-            continue
-        found.append(LoraRef(name=path.stem, file=rel.as_posix(), path=path))
-    return found
+    """The LoRA files in the models dir's ``Lora/`` folder."""
+    return named_files.discover(models_dir, LORA_DIR)
 
 
 def _weight(text: str, field: str, tag: str) -> float:
@@ -127,9 +116,9 @@ def parse_prompt(prompt: str, field: str = "prompt") -> tuple[str, list[LoraTag]
 
 def find(name: str, known: Sequence[LoraRef], field: str) -> LoraRef:
     """A discovered LoRA by stem or by its file name under ``Lora/``; :class:`UnknownLoraError` names it."""
-    for ref in known:
-        if name in (ref.name, ref.file):
-            return ref
+    ref = named_files.find(name, known)
+    if ref is not None:
+        return ref
     raise UnknownLoraError(
         f"{field}: LoRA {name!r} not found in the models dir's {LORA_DIR}/ folder",
         {"lora": name, "available": [r.name for r in known]},

@@ -94,8 +94,13 @@ def discover(models_dir: Path | None, extra: ModelRef | None = None) -> list[Mod
     return sorted(found.values(), key=lambda r: r.title)
 
 
-def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelRef:
-    """Find a model by path, title (``name [hash]`` accepted), model name or filename."""
+def resolve(spec: str, models_dir: Path | None, known: list[ModelRef], allow_paths: bool = False) -> ModelRef:
+    """Find a model by title (``name [hash]`` accepted), model name or file name in the models dir.
+
+    A request names models; it never points the server at a path: only the operator's
+    ``--model`` (``allow_paths``) may be a path outside the models dir. A name is one
+    entry of the models dir (no ``/``, no ``.``/``..``), and the error lists names only.
+    """
     name = spec.strip()
     if " [" in name and name.endswith("]"):
         name = name[: name.rindex(" [")]
@@ -106,9 +111,10 @@ def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelR
     if len(candidates) == 1:
         return candidates[0]
     path = Path(name).expanduser()
-    if (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
+    if allow_paths and (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
         return ref
-    if models_dir is not None and "/" not in name and (ref := ref_for_path(models_dir / name)):
+    entry = models_dir is not None and "/" not in name and "\\" not in name and not name.startswith(".")
+    if entry and (ref := ref_for_path(models_dir / name)):  # type: ignore[operator]
         return ref
     raise UnknownModelError(
         f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",

@@ -8,6 +8,7 @@ download:
   layout, so the runtime's ``from_single_file`` path is exercised like a real checkpoint
 - ``OUT_DIR/Lora/tiny-lora.safetensors``  a random LoRA for it in the kohya layout A1111
   users download (``lora_unet_*`` / ``lora_te_*``, ``lora_down``/``lora_up``/``alpha``)
+- ``OUT_DIR/VAE/tiny-vae.safetensors``  another random VAE for it in the standalone ldm layout
 
 ``python -m sd_runtime.tiny OUT_DIR --sdxl`` writes ``tiny-sdxl/`` and
 ``tiny-sdxl.safetensors`` instead: the SDXL architecture (two text encoders, the second
@@ -37,6 +38,7 @@ from sd_runtime import CONFIGS_DIR
 
 TINY_NAME = "tiny-sd"
 TINY_LORA = "tiny-lora"
+TINY_VAE = "tiny-vae"
 LORA_RANK = 2
 # the attention projections kohya's trainer targets, as diffusers module-name suffixes
 _UNET_TARGETS = tuple(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0"))
@@ -161,6 +163,19 @@ def build_sdxl(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     return _write_both_layouts(build_sdxl_pipeline(), out, TINY_SDXL, force)
 
 
+def vae_state_dict(pipe, seed: int = SEED + 2) -> dict:
+    """Another random VAE for ``pipe`` in the standalone ldm layout A1111 users download (no prefix)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from sd_runtime.ldm import VAE_PREFIX, vae_to_ldm
+
+    torch.manual_seed(seed)
+    other = AutoencoderKL.from_config(pipe.vae.config)
+    state = vae_to_ldm(other.state_dict(), dict(other.config))
+    return {k.removeprefix(VAE_PREFIX): v.contiguous() for k, v in state.items()}
+
+
 def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     """Write the tiny model (both formats) under ``out_dir``; return (diffusers_dir, single_file).
 
@@ -171,7 +186,8 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     ddir, sfile = out / TINY_NAME, out / f"{TINY_NAME}.safetensors"
     lfile = out / "Lora" / f"{TINY_LORA}.safetensors"
-    if not force and (ddir / "model_index.json").is_file() and sfile.is_file() and lfile.is_file():
+    vfile = out / "VAE" / f"{TINY_VAE}.safetensors"
+    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile)):
         return ddir, sfile
 
     from safetensors.torch import save_file
@@ -184,6 +200,12 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
         save_file(lora_state_dict(pipe), str(tmpl), metadata={"format": "pt", "sdeks": "tiny-lora"})
         os.chmod(tmpl, 0o644)
         os.replace(tmpl, lfile)
+    if force or not vfile.is_file():
+        vfile.parent.mkdir(exist_ok=True)
+        tmpv = vfile.with_name(f".{TINY_VAE}.{os.getpid()}.safetensors")
+        save_file(vae_state_dict(pipe), str(tmpv), metadata={"format": "pt", "sdeks": TINY_VAE})
+        os.chmod(tmpv, 0o644)
+        os.replace(tmpv, vfile)
     return ddir, sfile
 
 

@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_UPSCALER = "unknown_upscaler"
     UNKNOWN_LORA = "unknown_lora"
     INVALID_LORA = "invalid_lora"
+    UNKNOWN_VAE = "unknown_vae"
+    INVALID_VAE = "invalid_vae"
     TOO_LARGE = "too_large"
     AWS_UNAVAILABLE = "aws_unavailable"
     INTERNAL_ERROR = "internal_error"

@@ -216,11 +216,51 @@ def test_sampler_index_survives_the_contract_default(sd_runtime_url: str) -> Non
 
 
 def test_fields_that_would_change_the_image_are_listed(sd_runtime_url: str) -> None:
-    body = {**BASE, "enable_hr": True, "hr_scale": 2, "restore_faces": True, "eta": 0.5, "mask_blur": 4}
+    body = {**BASE, "tiling": True, "hr_prompt": "x", "restore_faces": True, "eta": 0.5, "mask_blur": 4}
     info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
-    assert info["ignored_fields"] == ["enable_hr", "eta", "hr_scale", "restore_faces"]  # mask_blur: no mask
+    assert info["ignored_fields"] == ["eta", "restore_faces", "tiling"]  # mask_blur: no mask; hr_*: no enable_hr
+    body = {**BASE, "enable_hr": True, "hr_prompt": "x", "hr_sampler_name": "DDIM", "hr_second_pass_steps": 1}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["hr_prompt", "hr_sampler_name"]
     off = {**BASE, "enable_hr": False, "hr_scale": 2, "denoising_strength": 0.7, "restore_faces": False}
     assert json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", off).json()["info"])["ignored_fields"] == []
+
+
+def test_hires_fix_renders_at_the_large_size(sd_runtime_url: str, webui) -> None:
+    def render(**fields: object) -> tuple[Image.Image, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]), json.loads(r.json()["info"])
+
+    hr = {"enable_hr": True, "hr_scale": 2, "denoising_strength": 0.6, "hr_second_pass_steps": 3}
+    lanczos, info = render(**hr, hr_upscaler="Lanczos")
+    assert lanczos.size == (128, 128) and info["ignored_fields"] == []
+    assert info["hires"] == {
+        "width": 128,
+        "height": 128,
+        "upscaler": "Lanczos",
+        "steps": 3,
+        "denoising": 0.6,
+        "scale": 2.0,
+    }
+    assert "Hires upscaler: Lanczos" in info["infotexts"][0]
+    assert render(**hr, hr_upscaler="Lanczos")[0].tobytes() == lanczos.tobytes()  # deterministic
+    latent, _ = render(**hr, hr_upscaler="Latent (nearest-exact)")
+    assert latent.size == (128, 128) and latent.tobytes() != lanczos.tobytes()
+    assert render(**{**hr, "hr_resize_x": 96, "hr_resize_y": 0}, hr_upscaler="Nearest")[0].size == (96, 96)
+    assert render(width=128, height=128)[0].tobytes() != lanczos.tobytes()  # not just a large render
+    # A1111's own client: its default hr_upscaler is "Latent"
+    result = webui.txt2img(prompt="a lighthouse", width=64, height=64, seed=5, enable_hr=True, hr_scale=1.5)
+    assert result.image.size == (96, 96) and result.info["hires"]["upscaler"] == "Latent"
+    for bad, code, status in (
+        ({"hr_upscaler": "R-ESRGAN 4x+"}, "unknown_upscaler", 400),
+        ({"hr_scale": 100}, "validation_error", 422),
+        ({"denoising_strength": 2}, "validation_error", 422),
+    ):
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **hr, **bad})
+        assert next(iter(bad)) in assert_4xx(r, status, code)["error"]["message"]
+    modes = httpx.get(f"{sd_runtime_url}/sdapi/v1/latent-upscale-modes").json()
+    assert {"name": "Latent (bicubic antialiased)"} in modes
 
 
 def test_override_settings_clip_skip_and_checkpoint(sd_runtime_url: str) -> None:
@@ -237,12 +277,33 @@ def test_override_settings_clip_skip_and_checkpoint(sd_runtime_url: str) -> None
     same, info = render(override_settings={"sd_model_checkpoint": "tiny-sd.safetensors"})
     assert same == plain and info["sd_model_name"] == "tiny-sd.safetensors"
     assert httpx.get(f"{sd_runtime_url}/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-sd"  # restored
-    _, info = render(override_settings={"sd_model_checkpoint": "tiny-sd", "sd_vae": "x.safetensors", "eta_ddim": 0.5})
-    assert info["ignored_fields"] == ["override_settings.eta_ddim", "override_settings.sd_vae"]
+    _, info = render(override_settings={"sd_model_checkpoint": "tiny-sd", "img2img_fix_steps": True, "eta_ddim": 0.5})
+    assert info["ignored_fields"] == ["override_settings.eta_ddim", "override_settings.img2img_fix_steps"]
     r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"CLIP_stop_at_last_layers": 40}})
     assert "override_settings.CLIP_stop_at_last_layers" in assert_4xx(r, 422)["error"]["message"]
     r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_model_checkpoint": "nope"}})
     assert "nope" in assert_4xx(r, 404, "unknown_model")["error"]["message"]
+
+
+def test_vae_by_name_for_one_request(sd_runtime_url: str) -> None:
+    listed = httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-vae").json()
+    assert listed == [{"model_name": "tiny-vae.safetensors", "filename": "VAE/tiny-vae.safetensors"}]
+
+    def render(**settings: object) -> bytes:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": settings})
+        assert r.status_code == 200, r.text
+        assert json.loads(r.json()["info"])["ignored_fields"] == []
+        return decode(r.json()["images"][0]).tobytes()
+
+    plain = render()
+    other = render(sd_vae="tiny-vae.safetensors")
+    assert other != plain and render(sd_vae="tiny-vae") == other  # the A1111 file name or the stem
+    assert render() == plain and render(sd_vae="Automatic") == plain  # the model's own VAE again
+    for name in ("nope.safetensors", "../tiny-sd.safetensors", "/etc/passwd"):
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_vae": name}})
+        body = assert_4xx(r, 400, "unknown_vae")
+        assert name in body["error"]["message"] and "/tmp" not in r.text
+        assert body["error"]["details"]["available"] == ["Automatic", "None", "tiny-vae.safetensors"]
 
 
 def test_send_images_false_and_png_info(sd_runtime_url: str) -> None:

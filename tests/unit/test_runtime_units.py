@@ -195,6 +195,21 @@ def test_model_discovery_and_resolution(tmp_path: Path) -> None:
     assert err.value.details == {"available": ["mydiff", "v1-5.safetensors"]}
 
 
+def test_requests_name_models_inside_the_models_dir_only(tmp_path: Path) -> None:
+    models, outside = tmp_path / "models", tmp_path / "elsewhere"
+    for d in (models / "a", outside / "b", tmp_path):
+        d.mkdir(parents=True, exist_ok=True)
+    for d in (models / "a", outside / "b", tmp_path):
+        (d / "model_index.json").write_text("{}")
+    refs = discover(models)
+    for spec in (str(outside / "b"), "../elsewhere/b", "..", "../", str(tmp_path), "./a/../../elsewhere/b"):
+        with pytest.raises(UnknownModelError) as err:
+            resolve(spec, models, refs)
+        assert err.value.details == {"available": ["a"]} and str(tmp_path) not in err.value.message.replace(spec, "")
+    assert resolve("a", models, refs).title == "a"
+    assert resolve(str(outside / "b"), models, refs, allow_paths=True).title == "b"  # the operator's --model
+
+
 def test_shipped_sd15_tokenizer_tokenizes_as_clip(tmp_path: Path) -> None:
     """Single-file SD 1.x checkpoints load with the shipped CLIP vocabulary (no hub access)."""
     from sd_runtime.models import _tokenizer_for
@@ -271,9 +286,17 @@ def test_override_settings_are_applied_or_reported() -> None:
     from sdeks.contract import Txt2ImgContent
 
     got = parse(
-        Txt2ImgContent(override_settings={"CLIP_stop_at_last_layers": 2, "sd_vae": "a", "sd_model_checkpoint": "m"})
+        Txt2ImgContent(
+            override_settings={"CLIP_stop_at_last_layers": 2, "sd_vae": "a", "sd_model_checkpoint": "m", "x": 1}
+        )
     )
-    assert (got.clip_skip, got.checkpoint, got.restore, got.ignored) == (1, "m", True, ["override_settings.sd_vae"])
+    assert (got.clip_skip, got.checkpoint, got.vae, got.restore, got.ignored) == (
+        1,
+        "m",
+        "a",
+        True,
+        ["override_settings.x"],
+    )
     assert parse(Txt2ImgContent(override_settings={"CLIP_stop_at_last_layers": 1})).clip_skip is None
     assert parse(Txt2ImgContent(override_settings_restore_afterwards=False)).restore is False
     bad_values = [
@@ -281,6 +304,7 @@ def test_override_settings_are_applied_or_reported() -> None:
         {"override_settings": {"CLIP_stop_at_last_layers": True}},
         {"override_settings": {"sd_model_checkpoint": ""}},
         {"override_settings_restore_afterwards": "no"},
+        {"override_settings": {"sd_vae": "a"}, "override_settings_restore_afterwards": False},
     ]
     for bad in bad_values:
         with pytest.raises(InvalidInputError) as err:
@@ -296,3 +320,25 @@ def test_infotext_round_trip() -> None:
     parsed = parse_infotext(infotext(req, "a <lora:x:1> cat", 3, "tiny-sd"))
     assert parsed["Prompt"] == "a <lora:x:1> cat" and parsed["Negative prompt"] == "fog\nrain"
     assert (parsed["Steps"], parsed["Sampler"], parsed["Seed"], parsed["Model"]) == ("4", "DDIM", "3", "tiny-sd")
+
+
+def test_hires_parse_sizes_and_refusals() -> None:
+    from sd_runtime.errors import InvalidInputError, UnknownUpscalerError
+    from sd_runtime.hires import parse
+    from sdeks.contract import Txt2ImgContent
+
+    assert parse(Txt2ImgContent(width=128, height=96, hr_scale=4)) is None  # no enable_hr: nothing read
+    hires = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_scale=1.5))
+    assert (hires.width, hires.height, hires.upscaler, hires.steps, hires.denoising) == (192, 144, "Latent", 20, 0.7)
+    sized = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_resize_x=0, hr_resize_y=200))
+    assert (sized.width, sized.height) == (264, 200)  # aspect kept (266.7), multiples of 8
+    for bad, error in (
+        ({"hr_upscaler": "4x-UltraSharp"}, UnknownUpscalerError),
+        ({"hr_scale": 0.5}, InvalidInputError),
+        ({"hr_second_pass_steps": 1.5}, InvalidInputError),
+        ({"enable_hr": "yes"}, InvalidInputError),
+        ({"hr_resize_x": 5000}, InvalidInputError),
+    ):
+        with pytest.raises(error) as err:
+            parse(Txt2ImgContent(**{"enable_hr": True, **bad}))
+        assert err.value.message.startswith(next(iter(bad)))
