@@ -97,8 +97,12 @@ def sent_value(content: BaseModel, key: str) -> Any:
     return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
 
 
+PIX2PIX_ONLY = frozenset({"image_cfg_scale"})
+"""Read by A1111 only for instruct-pix2pix models, which this runtime does not serve."""
+
+
 def _without_effect(content: BaseModel, key: str, value: Any, implemented: set[str]) -> bool:
-    if value is None or value in NEUTRAL.get(key, ()):
+    if value is None or value in NEUTRAL.get(key, ()) or key in PIX2PIX_ONLY:
         return True
     if key == "sampler_index":  # A1111 reads it only without sampler_name, which the contract then fills from it
         return True

@@ -186,6 +186,9 @@ def test_webuiapi_client_sampler_and_schedule_type(webui) -> None:
         s for s in webui.get_samplers() if s["name"] == "DPM++ 3M SDE"
     ).items()
     assert [lo["name"] for lo in webui.get_loras()] == ["tiny-lora"]
+    # img2img from the same client: its inpainting defaults have no effect without a mask
+    edited = webui.img2img(images=[result.image], prompt="a lighthouse", width=64, height=64, seed=5, steps=3)
+    assert edited.image.size == (64, 64) and edited.info["ignored_fields"] == ["eta"]
 
 
 def test_schedule_type_is_the_karras_of_the_legacy_names(sd_runtime_url: str) -> None:
