@@ -138,8 +138,8 @@ def build_response(
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
 
-def create_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+def _generation_routes(router: APIRouter, engine: Engine) -> None:
+    """``txt2img`` and ``img2img``: contract bodies → engine requests → A1111 answers."""
 
     async def run(req: GenerationRequest) -> GenerationResult:
         if engine.model is None:
@@ -200,6 +200,10 @@ def create_router(engine: Engine) -> APIRouter:
         ignored = ignored_fields_of(content, IMG2IMG_FIELDS)
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
+
+def _extras_routes(router: APIRouter, engine: Engine) -> None:
+    """The extras tab: upscaling one image or a batch, and reading a PNG's generation parameters."""
+
     def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
         img = decode_image(data, field)
         out = upscale(
@@ -233,6 +237,10 @@ def create_router(engine: Engine) -> APIRouter:
         items = {k: v for k, v in img.info.items() if isinstance(v, str)}
         text = items.pop("parameters", "")
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+def _listing_routes(router: APIRouter, engine: Engine) -> None:
+    """What can be named in a request: models, LoRAs, VAEs, samplers, schedule types, upscalers."""
 
     @router.get("/sd-models")
     async def sd_models() -> list[dict[str, Any]]:
@@ -274,6 +282,10 @@ def create_router(engine: Engine) -> APIRouter:
     async def latent_upscale_modes() -> list[dict[str, str]]:
         return [{"name": name} for name in hires_fix.LATENT_MODES]
 
+
+def _control_routes(router: APIRouter, engine: Engine) -> None:
+    """Options (model switch), progress, interrupt."""
+
     @router.get("/options")
     async def get_options() -> dict[str, Any]:
         return {
@@ -304,6 +316,12 @@ def create_router(engine: Engine) -> APIRouter:
         engine.interrupt()
         return None
 
+
+def create_router(engine: Engine) -> APIRouter:
+    """The ``/sdapi/v1`` routes over ``engine``."""
+    router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+    for add in (_generation_routes, _extras_routes, _listing_routes, _control_routes):
+        add(router, engine)
     return router
 
 
