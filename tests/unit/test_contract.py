@@ -202,3 +202,11 @@ def test_completion_event_keeps_sample_fields():
     event = CompletionEvent(id="t", runtime="r", status="succeeded", result=True, image_url=["s3://b/k"], attempt=1)
     dumped = event.model_dump(mode="json")
     assert {"id", "result", "image_url", "output_url", "context", "status", "attempt", "timings"} <= set(dumped)
+
+
+def test_error_paths_drop_model_names_but_keep_capitalised_fields():
+    from sdeks.contract.errors import field_path
+
+    loc = ("task", "content", "Txt2ImgContent", "override_settings", "CLIP_stop_at_last_layers")
+    assert field_path(loc) == "task.content.override_settings.CLIP_stop_at_last_layers"
+    assert field_path(("task", "content", "function-after[_x(), Model]", "images", 0)) == "task.content.images[0]"
