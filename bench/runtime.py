@@ -6,6 +6,8 @@ For each size (64², 256²) and batch size (1, 4): median request latency and
 images/s. "concurrent4x1" sends four batch-1 requests at once, which the runtime
 serializes; comparing it with batch 4 is the measurement behind the decision
 whether to merge waiting requests into one pipeline call (docs/performance.md).
+The SDXL rows run the tiny random-weight SDXL (``python -m sd_runtime.tiny --sdxl``)
+at batch 1; ``device`` is what the runtime reports (CUDA when one is present).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def runtime(model_dir: Path):
+def runtime(model_dir: Path, model: str = "tiny-sd"):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sd_runtime", "--model", str(model_dir / "tiny-sd"), "--port", str(port)],
+        [sys.executable, "-m", "sd_runtime", "--model", str(model_dir / model), "--port", str(port)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -73,16 +75,25 @@ def main() -> None:
     parser.add_argument("--model-dir", default=None, help="reuse a tiny model dir (built when missing)")
     args = parser.parse_args()
     model_dir = Path(args.model_dir or tempfile.mkdtemp(prefix="sdeks-bench-"))
-    subprocess.run([sys.executable, "-m", "sd_runtime.tiny", str(model_dir)], cwd=REPO, check=True, capture_output=True)
+    for extra in ([], ["--sdxl"]):
+        cmd = [sys.executable, "-m", "sd_runtime.tiny", *extra, str(model_dir)]
+        subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     results = []
     with runtime(model_dir) as url:
+        device = httpx.get(f"{url}/healthz").json()["device"]
         for size in (64, 256):
             txt2img(url, size, 1, args.steps, 0)  # warm-up (first call allocates)
             for batch in (1, 4):
                 lat = [txt2img(url, size, batch, args.steps, i) for i in range(args.repeats)]
                 med = statistics.median(lat)
                 results.append(
-                    {"size": size, "batch": batch, "latency_s": round(med, 3), "images_per_s": round(batch / med, 2)}
+                    {
+                        "model": "tiny-sd",
+                        "size": size,
+                        "batch": batch,
+                        "latency_s": round(med, 3),
+                        "images_per_s": round(batch / med, 2),
+                    }
                 )
             with ThreadPoolExecutor(4) as pool:
                 t0 = time.perf_counter()
@@ -90,17 +101,24 @@ def main() -> None:
                 wall = time.perf_counter() - t0
             results.append(
                 {
+                    "model": "tiny-sd",
                     "size": size,
                     "batch": "concurrent4x1",
                     "latency_s": round(wall, 3),
                     "images_per_s": round(4 / wall, 2),
                 }
             )
+    with runtime(model_dir, "tiny-sdxl") as url:
+        for size in (64, 256):
+            txt2img(url, size, 1, args.steps, 0)  # warm-up
+            med = statistics.median(txt2img(url, size, 1, args.steps, i) for i in range(args.repeats))
+            row = {"model": "tiny-sdxl", "size": size, "batch": 1, "latency_s": round(med, 3)}
+            results.append(row | {"images_per_s": round(1 / med, 2)})
     print(
         json.dumps(
             {
-                "benchmark": "sd_runtime txt2img, tiny model",
-                "device": "cpu",
+                "benchmark": "sd_runtime txt2img, tiny models (SD 1.x and SDXL)",
+                "device": device,
                 "cpu_count": os.cpu_count(),
                 "machine": platform.machine(),
                 "steps": args.steps,

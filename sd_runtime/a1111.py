@@ -10,17 +10,22 @@ Fields the runtime does not implement are accepted, ignored, and listed in
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import re
 import time
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from sd_runtime import a1111_overrides, lora, vae
+from sd_runtime import hires as hires_fix
+from sd_runtime.a1111_fields import ignored_fields, prompt_syntax
 from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
-from sd_runtime.samplers import a1111_samplers
+from sd_runtime.samplers import a1111_samplers, a1111_schedulers
 from sd_runtime.upscale import a1111_upscalers, upscale
 from sdeks.contract import (
     ExtraBatchImagesContent,
@@ -29,51 +34,33 @@ from sdeks.contract import (
     Txt2ImgContent,
 )
 
-GEN_FIELDS = set(GenerationRequest.__dataclass_fields__) - {"job", "init_images", "mask", "denoising_strength"}
+GEN_FIELDS = (set(GenerationRequest.__dataclass_fields__) & set(Txt2ImgContent.model_fields)) - {"denoising_strength"}
+"""Contract fields the engine request takes as they are (img2img adds its own)."""
 IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
 UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
-# A1111 fields that default to "off" and are harmless when sent with their default value.
-_NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "restore_faces": False,
-    "tiling": False,
-    "enable_hr": False,
-    "subseed": -1,
-    "subseed_strength": 0,
-    "send_images": True,
-    "save_images": False,
-    "do_not_save_samples": False,
-    "do_not_save_grid": False,
-    "styles": [],
-    "override_settings": {},
-    "script_args": [],
-    "alwayson_scripts": {},
-    "upscaler_2": "None",
-    "extras_upscaler_2_visibility": 0,
-    "gfpgan_visibility": 0,
-    "codeformer_visibility": 0,
-    "upscaling_crop": True,
-    "show_extras_results": True,
-    "resize_mode": 0,
-}
 
 
-def _sampler_index_alias(data: Any) -> Any:
-    """A1111 aliases: ``sampler_index`` was the sampler's name before ``sampler_name`` existed."""
-    if isinstance(data, dict) and "sampler_name" not in data and isinstance(data.get("sampler_index"), str):
-        return {**data, "sampler_name": data["sampler_index"]}
-    return data
+class PngInfoBody(BaseModel):
+    """``POST /sdapi/v1/png-info``: an inline base64 PNG (bare or data URI)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, description="base64 PNG, as the images this API returns")
 
 
-class Txt2ImgBody(Txt2ImgContent):
-    """``POST /sdapi/v1/txt2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
-
-    _alias = model_validator(mode="before")(_sampler_index_alias)
-
-
-class Img2ImgBody(Img2ImgContent):
-    """``POST /sdapi/v1/img2img``: the contract's parameters, plus A1111's ``sampler_index`` alias."""
-
-    _alias = model_validator(mode="before")(_sampler_index_alias)
+def parse_infotext(text: str) -> dict[str, Any]:
+    """A1111's generation parameters text → ``{"Prompt", "Negative prompt", "Steps", ...}``."""
+    lines = text.strip().split("\n")
+    params_line = lines.pop() if lines and re.match(r"^\w[\w ]*: ", lines[-1]) else ""
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt: "):
+            in_negative, line = True, line.removeprefix("Negative prompt: ")
+        (negative if in_negative else prompt).append(line)
+    out: dict[str, Any] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in re.findall(r"\s*(\w[\w \-/+]*):\s*([^,]*)(?:,|$)", params_line):
+        out[key.strip()] = value.strip()
+    return out
 
 
 class OptionsBody(BaseModel):
@@ -86,30 +73,12 @@ class OptionsBody(BaseModel):
     )
 
 
-def _sent_value(content: BaseModel, key: str) -> Any:
-    """What the client sent for ``key``: nested models as they were given (unset fields left out)."""
-    value = getattr(content, key) if key in type(content).model_fields else (content.model_extra or {})[key]
-    return value.model_dump(exclude_unset=True) if isinstance(value, BaseModel) else value
-
-
-def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
-    """Fields present in the request that had no effect (non-default values of unimplemented fields)."""
-    out = []
-    for key in content.model_fields_set | set(content.model_extra or {}):
-        if key in implemented or key == "sampler_index":
-            continue
-        value = _sent_value(content, key)
-        if key in _NEUTRAL_DEFAULTS and value in (_NEUTRAL_DEFAULTS[key], None):
-            continue
-        out.append(key)
-    return sorted(out)
-
-
-def infotext(req: GenerationRequest, seed: int, model: str) -> str:
+def infotext(req: GenerationRequest, prompt: str, seed: int, model: str) -> str:
     """A1111's human-readable generation parameters (also stored in the PNG)."""
     parts = [
         f"Steps: {req.steps}",
         f"Sampler: {req.sampler_name}",
+        f"Schedule type: {req.scheduler or 'automatic'}",
         f"CFG scale: {req.cfg_scale:g}",
         f"Seed: {seed}",
         f"Size: {req.width}x{req.height}",
@@ -117,17 +86,25 @@ def infotext(req: GenerationRequest, seed: int, model: str) -> str:
     ]
     if req.init_images:
         parts.append(f"Denoising strength: {req.denoising_strength:g}")
+    if req.hires is not None:
+        parts.append(f"Denoising strength: {req.hires.denoising:g}")
+        parts.append(f"Hires upscale: {req.hires.scale:g}")
+        parts.append(f"Hires steps: {req.hires.steps}")
+        parts.append(f"Hires upscaler: {req.hires.upscaler}")
+    if req.loras:
+        parts.append("Lora: " + " ".join(f"{u.ref.name}:{u.text_encoder:g}:{u.unet:g}" for u in req.loras))
     neg = f"\nNegative prompt: {req.negative_prompt}" if req.negative_prompt else ""
-    return f"{req.prompt}{neg}\n{', '.join(parts)}"
+    return f"{prompt}{neg}\n{', '.join(parts)}"
 
 
 def build_response(
-    req: GenerationRequest, result: GenerationResult, parameters: dict[str, Any], ignored: list[str]
+    req: GenerationRequest, prompt: str, result: GenerationResult, parameters: dict[str, Any], ignored: list[str]
 ) -> dict[str, Any]:
-    texts = [infotext(req, s, result.model) for s in result.all_seeds]
+    """A1111's answer; ``prompt`` is the prompt as written (with its LoRA tags), as A1111 reports it."""
+    texts = [infotext(req, prompt, s, result.model) for s in result.all_seeds]
     info = {
-        "prompt": req.prompt,
-        "all_prompts": [req.prompt] * len(result.images),
+        "prompt": prompt,
+        "all_prompts": [prompt] * len(result.images),
         "negative_prompt": req.negative_prompt,
         "all_negative_prompts": [req.negative_prompt] * len(result.images),
         "seed": result.seed,
@@ -137,11 +114,14 @@ def build_response(
         "width": req.width,
         "height": req.height,
         "sampler_name": req.sampler_name,
+        "scheduler": req.scheduler or "automatic",
         "cfg_scale": req.cfg_scale,
         "steps": req.steps,
         "batch_size": req.batch_size,
         "n_iter": req.n_iter,
-        "denoising_strength": req.denoising_strength if req.init_images else None,
+        "denoising_strength": req.denoising_strength if req.init_images else (req.hires and req.hires.denoising),
+        "hires": None if req.hires is None else dataclasses.asdict(req.hires),
+        "loras": [{"name": u.ref.name, "te": u.text_encoder, "unet": u.unet} for u in req.loras],
         "sd_model_name": result.model,
         "sd_model_hash": None,
         "index_of_first_image": 0,
@@ -153,27 +133,53 @@ def build_response(
         "version": "sdeks-sd_runtime",
     }
     images = [encode_png(img, text) for img, text in zip(result.images, texts, strict=True)]
+    if parameters.get("send_images") is False:  # A1111: render (and report) but do not send the images
+        images = []
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}
 
 
-def create_router(engine: Engine) -> APIRouter:
-    router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+def _generation_routes(router: APIRouter, engine: Engine) -> None:
+    """``txt2img`` and ``img2img``: contract bodies → engine requests → A1111 answers."""
 
     async def run(req: GenerationRequest) -> GenerationResult:
         if engine.model is None:
             raise NoModelError(engine.load_error or "no model loaded yet", {"loading": engine.loading})
         return await engine.submit(engine.generate, req)
 
+    def generation(content: Txt2ImgContent, **extra: Any) -> GenerationRequest:
+        """The engine request: LoRA tags taken out of the prompt and resolved, override_settings applied."""
+        text, tags = lora.parse_prompt(content.prompt)
+        loras = lora.resolve(tags, engine.loras()) if tags else []
+        settings = a1111_overrides.parse(content)
+        model = engine.resolve(settings.checkpoint) if settings.checkpoint else None
+        vae_file = vae.find(settings.vae, engine.vaes(), "override_settings.sd_vae") if settings.vae else None
+        fields = {k: getattr(content, k) for k in GEN_FIELDS} | {"prompt": text}
+        return GenerationRequest(
+            **fields,
+            loras=loras,
+            clip_skip=settings.clip_skip,
+            model=model,
+            restore_model=settings.restore,
+            vae=vae_file,
+            **extra,
+        )
+
+    def ignored_fields_of(content: Txt2ImgContent, implemented: set[str]) -> list[str]:
+        """ignored_fields, with the override settings and prompt syntax that had no effect."""
+        unapplied = a1111_overrides.parse(content).ignored + prompt_syntax(content)
+        return sorted(ignored_fields(content, implemented | {"override_settings"}) + unapplied)
+
     @router.post("/txt2img")
-    async def txt2img(content: Txt2ImgBody) -> dict[str, Any]:
-        req = GenerationRequest(**{k: getattr(content, k) for k in GEN_FIELDS}, job="txt2img")
+    async def txt2img(content: Txt2ImgContent) -> dict[str, Any]:
+        hires = hires_fix.parse(content)
+        req = generation(content, hires=hires, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
-        ignored = ignored_fields(content, GEN_FIELDS)
-        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
+        ignored = ignored_fields_of(content, GEN_FIELDS | (hires_fix.IMPLEMENTED if hires else set()))
+        return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
     @router.post("/img2img")
-    async def img2img(content: Img2ImgBody) -> dict[str, Any]:
+    async def img2img(content: Img2ImgContent) -> dict[str, Any]:
         if not content.init_images:
             raise InvalidInputError(
                 "init_images is required: the runtime accepts inline base64 images only "
@@ -186,17 +192,17 @@ def create_router(engine: Engine) -> APIRouter:
         inits = [im if im.size == size else im.resize(size) for im in inits]  # A1111 resize_mode 0: just resize
         if mask is not None and mask.size != size:
             mask = mask.resize(size)
-        req = GenerationRequest(
-            **{k: getattr(content, k) for k in GEN_FIELDS},
-            init_images=inits,
-            denoising_strength=content.denoising_strength,
-            mask=mask,
-            job="img2img",
+        req = generation(
+            content, init_images=inits, denoising_strength=content.denoising_strength, mask=mask, job="img2img"
         )
         result = await run(req)
         parameters = content.model_dump(mode="json") | {"init_images": None, "mask": None}
-        ignored = ignored_fields(content, IMG2IMG_FIELDS)
-        return await asyncio.to_thread(build_response, req, result, parameters, ignored)
+        ignored = ignored_fields_of(content, IMG2IMG_FIELDS)
+        return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
+
+
+def _extras_routes(router: APIRouter, engine: Engine) -> None:
+    """The extras tab: upscaling one image or a batch, and reading a PNG's generation parameters."""
 
     def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
         img = decode_image(data, field)
@@ -225,6 +231,17 @@ def create_router(engine: Engine) -> APIRouter:
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"imageList"})
         return {"html_info": "", "images": images, "ignored_fields": ignored}
 
+    @router.post("/png-info")
+    async def png_info(body: PngInfoBody) -> dict[str, Any]:
+        img = decode_image(body.image, "image", mode=None)
+        items = {k: v for k, v in img.info.items() if isinstance(v, str)}
+        text = items.pop("parameters", "")
+        return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
+
+
+def _listing_routes(router: APIRouter, engine: Engine) -> None:
+    """What can be named in a request: models, LoRAs, VAEs, samplers, schedule types, upscalers."""
+
     @router.get("/sd-models")
     async def sd_models() -> list[dict[str, Any]]:
         return [r.a1111() for r in engine.models()]
@@ -233,13 +250,41 @@ def create_router(engine: Engine) -> APIRouter:
     async def refresh() -> None:
         return None  # discovery reads the models dir on every listing
 
+    @router.get("/loras")
+    async def loras() -> list[dict[str, Any]]:
+        return [lora.a1111_entry(ref) for ref in engine.loras()]
+
+    @router.post("/refresh-loras")
+    async def refresh_loras() -> None:
+        return None  # discovery reads the Lora/ folder on every listing
+
+    @router.get("/sd-vae")
+    async def sd_vae() -> list[dict[str, str]]:
+        return vae.a1111_entries(engine.vaes())
+
+    @router.post("/refresh-vae")
+    async def refresh_vae() -> None:
+        return None  # discovery reads the VAE/ folder on every listing
+
     @router.get("/samplers")
     async def samplers() -> list[dict[str, Any]]:
         return a1111_samplers()
 
+    @router.get("/schedulers")
+    async def schedulers() -> list[dict[str, Any]]:
+        return a1111_schedulers()
+
     @router.get("/upscalers")
     async def upscalers() -> list[dict[str, Any]]:
         return a1111_upscalers()
+
+    @router.get("/latent-upscale-modes")
+    async def latent_upscale_modes() -> list[dict[str, str]]:
+        return [{"name": name} for name in hires_fix.LATENT_MODES]
+
+
+def _control_routes(router: APIRouter, engine: Engine) -> None:
+    """Options (model switch), progress, interrupt."""
 
     @router.get("/options")
     async def get_options() -> dict[str, Any]:
@@ -271,6 +316,12 @@ def create_router(engine: Engine) -> APIRouter:
         engine.interrupt()
         return None
 
+
+def create_router(engine: Engine) -> APIRouter:
+    """The ``/sdapi/v1`` routes over ``engine``."""
+    router = APIRouter(prefix="/sdapi/v1", tags=["a1111"])
+    for add in (_generation_routes, _extras_routes, _listing_routes, _control_routes):
+        add(router, engine)
     return router
 
 

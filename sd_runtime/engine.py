@@ -17,19 +17,23 @@ the partially denoised images too).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sd_runtime import hires as hires_fix
+from sd_runtime import lora, vae
 from sd_runtime.errors import NoModelError
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
+from sd_runtime.named_files import NamedFile
 from sd_runtime.samplers import a1111_scheduler
 from sdeks.contract import MAX_SEED
 
@@ -39,7 +43,14 @@ T = TypeVar("T")
 
 @dataclass
 class GenerationRequest:
-    """What to render, dialect-neutral. Images are PIL images (already decoded)."""
+    """What to render, dialect-neutral. Images are PIL images (already decoded).
+
+    ``prompt`` is the text to encode (a dialect's own syntax, such as A1111's LoRA
+    tags, already taken out); ``loras`` are applied for this request only. ``clip_skip``
+    is diffusers' (layers skipped from the end; A1111's ``CLIP_stop_at_last_layers`` − 1).
+    ``model``: render with this model, switched to on the worker thread right before,
+    and switched back after when ``restore_model`` (A1111's ``override_settings``).
+    """
 
     prompt: str = ""
     negative_prompt: str = ""
@@ -48,12 +59,19 @@ class GenerationRequest:
     height: int = 512
     cfg_scale: float = 7.0
     sampler_name: str = "Euler a"
+    scheduler: str | None = None
     seed: int = -1
     batch_size: int = 1
     n_iter: int = 1
     init_images: list[Any] = field(default_factory=list)
     denoising_strength: float = 0.75
     mask: Any = None
+    loras: list[lora.LoraUse] = field(default_factory=list)
+    clip_skip: int | None = None
+    model: ModelRef | None = None
+    restore_model: bool = True
+    hires: hires_fix.Hires | None = None
+    vae: NamedFile | None = None
     job: str = "txt2img"
 
 
@@ -117,13 +135,22 @@ class Engine:
     def models(self) -> list[ModelRef]:
         return discover(self.models_dir, self._extra)
 
-    def resolve(self, spec: str) -> ModelRef:
-        return resolve(spec, self.models_dir, self.models())
+    def resolve(self, spec: str, allow_paths: bool = False) -> ModelRef:
+        """A model by name (requests); ``allow_paths`` only for the operator's ``--model``."""
+        return resolve(spec, self.models_dir, self.models(), allow_paths)
+
+    def vaes(self) -> list[NamedFile]:
+        """The VAE files in the models dir's ``VAE/`` folder."""
+        return vae.discover(self.models_dir)
+
+    def loras(self) -> list[lora.LoraRef]:
+        """The LoRAs in the models dir's ``Lora/`` folder (read on every call: files may be added)."""
+        return lora.discover(self.models_dir)
 
     def load_on_worker(self, ref: ModelRef) -> ModelRef:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""
         import torch
-        from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         if self.model == ref:
@@ -144,8 +171,8 @@ class Engine:
             pipe.unet = torch.compile(pipe.unet)
         self._pipes = {
             "txt2img": pipe,
-            "img2img": StableDiffusionImg2ImgPipeline.from_pipe(pipe),
-            "inpaint": StableDiffusionInpaintPipeline.from_pipe(pipe),
+            "img2img": AutoPipelineForImage2Image.from_pipe(pipe),  # SD or SDXL, as the loaded model
+            "inpaint": AutoPipelineForInpainting.from_pipe(pipe),
         }
         for p in self._pipes.values():
             p.set_progress_bar_config(disable=True)
@@ -185,8 +212,17 @@ class Engine:
 
     def generate(self, req: GenerationRequest) -> GenerationResult:
         """Worker thread only: render ``batch_size × n_iter`` images. Image ``i`` uses seed ``seed + i``."""
-        import torch
+        previous = self.model
+        if req.model is None or req.model == previous:
+            return self._generate(req)
+        self.load_on_worker(req.model)
+        try:
+            return self._generate(req)
+        finally:
+            if req.restore_model and previous is not None:
+                self.load_on_worker(previous)
 
+    def _generate(self, req: GenerationRequest) -> GenerationResult:
         if self.model is None:
             raise NoModelError(self.load_error or "no model loaded", {"loading": self.loading})
         seed = req.seed if req.seed != -1 else random.randint(0, MAX_SEED)  # noqa: S311 (not crypto)
@@ -209,8 +245,42 @@ class Engine:
             started=time.time(),
             job_timestamp=time.strftime("%Y%m%d%H%M%S"),
         )
-        images: list[Any] = []
         t0 = time.monotonic()
+        with lora.applied(self._pipes["txt2img"], req.loras), self._vae_swapped(req.vae):
+            images = self._render(pipe, req, all_seeds, strength)
+        interrupted = self._interrupt.is_set()
+        self._interrupt.clear()
+        self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)
+        return GenerationResult(
+            images=images,
+            seed=seed,
+            all_seeds=all_seeds[: len(images)],
+            model=self.model.title,
+            interrupted=interrupted,
+            run_s=time.monotonic() - t0,
+        )
+
+    @contextlib.contextmanager
+    def _vae_swapped(self, file: NamedFile | None) -> Iterator[None]:
+        """Worker thread only: every pipeline decodes with ``file``'s VAE for the block (None: the model's)."""
+        if file is None:
+            yield
+            return
+        own = self._pipes["txt2img"].vae
+        replacement = vae.load(file, own)
+        try:
+            for p in self._pipes.values():
+                p.vae = replacement
+            yield
+        finally:
+            for p in self._pipes.values():
+                p.vae = own
+
+    def _render(self, pipe: Any, req: GenerationRequest, all_seeds: list[int], strength: float) -> list[Any]:
+        """Worker thread only: the ``n_iter`` pipeline calls of one request (stops early on interrupt)."""
+        import torch
+
+        images: list[Any] = []
 
         def on_step(p: Any, i: int, _t: Any, kwargs: dict) -> dict:
             self.progress.step = i + 1
@@ -223,7 +293,8 @@ class Engine:
                 break
             self.progress.job_no, self.progress.step = it, 0
             seeds = all_seeds[it * req.batch_size : (it + 1) * req.batch_size]
-            pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config))
+            base = dict(self._pipes["txt2img"].scheduler.config)
+            pipe.scheduler = a1111_scheduler(req.sampler_name, base, req.scheduler)
             kwargs: dict[str, Any] = {
                 "prompt": [req.prompt] * req.batch_size,
                 "negative_prompt": [req.negative_prompt] * req.batch_size,
@@ -232,6 +303,8 @@ class Engine:
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
                 "callback_on_step_end": on_step,
             }
+            if req.clip_skip:
+                kwargs["clip_skip"] = req.clip_skip
             if req.init_images:
                 start = it * req.batch_size
                 kwargs["image"] = [req.init_images[(start + j) % len(req.init_images)] for j in range(req.batch_size)]
@@ -241,19 +314,38 @@ class Engine:
                     kwargs["width"], kwargs["height"] = req.width, req.height
             else:
                 kwargs["width"], kwargs["height"] = req.width, req.height
+            if req.hires is not None and req.hires.latent:
+                kwargs["output_type"] = "latent"
             with torch.inference_mode():
-                images.extend(pipe(**kwargs).images)
-        interrupted = self._interrupt.is_set()
-        self._interrupt.clear()
-        self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)
-        return GenerationResult(
-            images=images,
-            seed=seed,
-            all_seeds=all_seeds[: len(images)],
-            model=self.model.title,
-            interrupted=interrupted,
-            run_s=time.monotonic() - t0,
-        )
+                out = pipe(**kwargs).images
+                # latents must be decoded: an interrupted latent hires pass stops after one step and decodes
+                if req.hires is not None and (req.hires.latent or not self._interrupt.is_set()):
+                    out = self._hires_pass(req, out, seeds, on_step)
+                images.extend(out)
+        return images
+
+    def _hires_pass(self, req: GenerationRequest, first: Any, seeds: list[int], on_step: Any) -> list[Any]:
+        """Worker thread only: A1111's hires fix — upscale the first pass, then img2img at the large size."""
+        import torch
+
+        hires = req.hires
+        assert hires is not None
+        pipe = self._pipes["img2img"]
+        pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config), req.scheduler)
+        self.progress.step, self.progress.steps = 0, max(1, int(hires.steps * hires.denoising))
+        kwargs: dict[str, Any] = {
+            "prompt": [req.prompt] * len(seeds),
+            "negative_prompt": [req.negative_prompt] * len(seeds),
+            "image": hires_fix.upscale_first_pass(hires, first),
+            "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
+            "num_inference_steps": hires.steps,
+            "guidance_scale": req.cfg_scale,
+            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
+            "callback_on_step_end": on_step,
+        }
+        if req.clip_skip:
+            kwargs["clip_skip"] = req.clip_skip
+        return pipe(**kwargs).images
 
     def shutdown(self) -> None:
         self._interrupt.set()

@@ -68,7 +68,7 @@ def open_image(data: bytes, field: str, mode: str | None = "RGB") -> Image.Image
     return img.convert(mode) if mode else img
 
 
-def decode_image(value: str, field: str, mode: str = "RGB") -> Image.Image:
+def decode_image(value: str, field: str, mode: str | None = "RGB") -> Image.Image:
     """Decode an inline base64 image; URLs are the queue agent's job, not the runtime's."""
     try:
         ref = parse_image_ref(value)

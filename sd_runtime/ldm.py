@@ -1,11 +1,12 @@
-"""Convert a diffusers SD 1.x state dict to the original (ldm / A1111) single-file key layout.
+"""Convert a diffusers SD 1.x / SDXL state dict to the original (ldm / A1111) single-file key layout.
 
 diffusers only ships the other direction (``from_single_file`` converts ldm → diffusers).
-The tiny test model needs a genuine ldm-layout ``.safetensors`` so that the
+The tiny test models need a genuine ldm-layout ``.safetensors`` so that the
 single-file loading path of the runtime is exercised exactly as with a real
 checkpoint; this module is the inverse of diffusers' ``convert_ldm_*_checkpoint``
-for the SD 1.x family (any number of blocks / layers per block). A unit test
-checks the round trip through diffusers' own converters.
+and ``convert_open_clip_checkpoint`` for the SD 1.x and SDXL families (any number
+of blocks / layers per block). Unit tests check the round trip through diffusers'
+own converters.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import torch
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
@@ -25,6 +28,8 @@ _UNET_FIXED = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's micro-conditioning embedding
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _RESNET = [
     ("norm1", "in_layers.0"),
@@ -110,3 +115,48 @@ def vae_to_ldm(state: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[s
 def clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CLIPTextModel state dict → ``cond_stage_model.transformer.text_model.*`` keys."""
     return {CLIP_PREFIX + k.removeprefix("text_model."): v for k, v in state.items()}
+
+
+def sdxl_clip_to_ldm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SDXL's first text encoder (CLIPTextModel) → ``conditioner.embedders.0.transformer.text_model.*``."""
+    return {SDXL_CLIP_PREFIX + k.removeprefix("text_model."): v for k, v in state.items()}
+
+
+_OPEN_CLIP_LAYER = [
+    ("layer_norm1", "ln_1"),
+    ("layer_norm2", "ln_2"),
+    ("mlp.fc1", "mlp.c_fc"),
+    ("mlp.fc2", "mlp.c_proj"),
+    ("self_attn.out_proj", "attn.out_proj"),
+]
+
+
+def open_clip_to_ldm(state: dict[str, torch.Tensor], prefix: str = SDXL_OPEN_CLIP_PREFIX) -> dict[str, torch.Tensor]:
+    """CLIPTextModelWithProjection → OpenCLIP keys (``transformer.resblocks.N``, fused ``in_proj``)."""
+    out: dict[str, torch.Tensor] = {}
+    fixed = {
+        "text_model.embeddings.position_embedding.weight": "positional_embedding",
+        "text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+        "text_model.final_layer_norm.weight": "ln_final.weight",
+        "text_model.final_layer_norm.bias": "ln_final.bias",
+    }
+    for key, value in state.items():
+        if key in fixed:
+            out[prefix + fixed[key]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
+            if m[2] != "q":
+                continue  # fused below, once per layer and parameter
+            base = f"text_model.encoder.layers.{m[1]}.self_attn"
+            parts = [state[f"{base}.{p}_proj.{m[3]}"] for p in "qkv"]
+            out[f"{prefix}transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}"] = torch.cat(parts)
+        elif m := re.match(r"text_model\.encoder\.layers\.(\d+)\.(.*)", key):
+            rest = m[2]
+            for src, dst in _OPEN_CLIP_LAYER:
+                if rest.startswith(src + "."):
+                    rest = dst + rest[len(src) :]
+            out[f"{prefix}transformer.resblocks.{m[1]}.{rest}"] = value
+        elif key != "text_model.embeddings.position_ids":
+            raise KeyError(f"no OpenCLIP name for text encoder key {key}")
+    return out

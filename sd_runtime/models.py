@@ -1,11 +1,15 @@
 """Finding, naming and loading checkpoints, with no hub access.
 
 A model is either a diffusers directory (``model_index.json``) or a single
-``.safetensors`` checkpoint in the original SD layout. Single files are loaded
-with ``from_single_file(config=<dir shipped in sd_runtime/configs>,
-local_files_only=True)``: the config is picked by reading the checkpoint's tensor
-shapes (no weights are read for that), so nothing is ever fetched from the hub.
-``.ckpt`` pickles are not loaded on purpose (arbitrary code execution).
+``.safetensors`` checkpoint in the original SD layout, of the SD 1.x or the SDXL
+architecture. The architecture of a single file is read from its tensor names
+(SDXL's second, OpenCLIP text encoder and its ``label_emb`` micro-conditioning);
+of a diffusers directory from its UNet config (``addition_embed_type: text_time``),
+which is what diffusers builds the UNet from. Single files are loaded with
+``from_single_file(config=<dir shipped in sd_runtime/configs>, local_files_only=True)``:
+the config is picked by the architecture and the checkpoint's tensor shapes (no
+weights are read for that), so nothing is ever fetched from the hub. ``.ckpt``
+pickles are not loaded on purpose (arbitrary code execution).
 """
 
 from __future__ import annotations
@@ -90,8 +94,13 @@ def discover(models_dir: Path | None, extra: ModelRef | None = None) -> list[Mod
     return sorted(found.values(), key=lambda r: r.title)
 
 
-def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelRef:
-    """Find a model by path, title (``name [hash]`` accepted), model name or filename."""
+def resolve(spec: str, models_dir: Path | None, known: list[ModelRef], allow_paths: bool = False) -> ModelRef:
+    """Find a model by title (``name [hash]`` accepted), model name or file name in the models dir.
+
+    A request names models; it never points the server at a path: only the operator's
+    ``--model`` (``allow_paths``) may be a path outside the models dir. A name is one
+    entry of the models dir (no ``/``, no ``.``/``..``), and the error lists names only.
+    """
     name = spec.strip()
     if " [" in name and name.endswith("]"):
         name = name[: name.rindex(" [")]
@@ -102,9 +111,10 @@ def resolve(spec: str, models_dir: Path | None, known: list[ModelRef]) -> ModelR
     if len(candidates) == 1:
         return candidates[0]
     path = Path(name).expanduser()
-    if (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
+    if allow_paths and (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
         return ref
-    if models_dir is not None and "/" not in name and (ref := ref_for_path(models_dir / name)):
+    entry = models_dir is not None and "/" not in name and "\\" not in name and not name.startswith(".")
+    if entry and (ref := ref_for_path(models_dir / name)):  # type: ignore[operator]
         return ref
     raise UnknownModelError(
         f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",
@@ -119,6 +129,27 @@ def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
 
 
+Arch = Literal["sd1", "sdxl"]
+SDXL_TENSORS = ("conditioner.embedders.1.model.positional_embedding", "model.diffusion_model.label_emb.0.0.weight")
+"""Tensor names only an SDXL single file has (its OpenCLIP text encoder, its micro-conditioning embedding)."""
+
+
+def architecture(ref: ModelRef) -> Arch:
+    """``sdxl`` or ``sd1``, from the single file's tensor names or the diffusers UNet's config."""
+    if ref.kind == "single_file":
+        return "sdxl" if any(k in _shapes(ref.path) for k in SDXL_TENSORS) else "sd1"
+    try:
+        unet = json.loads((ref.path / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"{ref.title} has no readable unet/config.json") from None
+    return "sdxl" if unet.get("addition_embed_type") == "text_time" else "sd1"
+
+
+def _config_arch(config_dir: Path) -> Arch:
+    index = json.loads((config_dir / "model_index.json").read_text())
+    return "sdxl" if "XL" in index.get("_class_name", "") else "sd1"
+
+
 def config_for_checkpoint(path: Path) -> Path:
     """The shipped diffusers config whose UNet matches the checkpoint's shapes.
 
@@ -129,58 +160,60 @@ def config_for_checkpoint(path: Path) -> Path:
     if (sidecar / "model_index.json").is_file():
         return sidecar
     shapes = _shapes(path)
+    arch: Arch = "sdxl" if any(k in shapes for k in SDXL_TENSORS) else "sd1"
     conv_in = shapes.get("model.diffusion_model.input_blocks.0.0.weight")
     cross = next(
         (s for k, s in shapes.items() if k.endswith("attn2.to_k.weight") and k.startswith("model.diffusion_model.")),
         None,
     )
     if conv_in is None or cross is None:
-        raise ModelError(f"{path.name} is not an SD 1.x checkpoint in the original layout")
+        raise ModelError(f"{path.name} is not an SD 1.x or SDXL checkpoint in the original layout")
     for cfg in sorted(CONFIGS_DIR.iterdir()):
         unet_cfg = cfg / "unet" / "config.json"
-        if not unet_cfg.is_file():
+        if not unet_cfg.is_file() or _config_arch(cfg) != arch:
             continue
         unet = json.loads(unet_cfg.read_text())
         if unet["block_out_channels"][0] == conv_in[0] and unet["cross_attention_dim"] == cross[1]:
             return cfg
     raise ModelError(
-        f"no shipped config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
+        f"no shipped {arch} config matches {path.name} (conv_in {conv_in}, cross-attention {cross[1]}); "
         f"put a diffusers config directory {sidecar.name}/ next to it",
     )
 
 
-def _tokenizer_for(config_dir: Path, checkpoint: Path):
-    """The CLIP tokenizer for a single file: from the config dir, or a ``tokenizer/`` next to the checkpoint."""
+def _tokenizer_for(config_dir: Path, checkpoint: Path, sub: str = "tokenizer"):
+    """A CLIP tokenizer for a single file: from the config dir, or a ``tokenizer/`` (``tokenizer_2/``) next to it."""
     from transformers import CLIPTokenizer
 
-    for cand in (config_dir / "tokenizer", checkpoint.parent / "tokenizer"):
+    for cand in (config_dir / sub, checkpoint.parent / sub):
         if (cand / "vocab.json").is_file() or (cand / "tokenizer.json").is_file():
             return CLIPTokenizer.from_pretrained(cand, local_files_only=True)
     raise TokenizerMissingError(
         f"no CLIP tokenizer for {checkpoint.name} in {config_dir.name}'s config; "
-        "put vocab.json and merges.txt into a tokenizer/ directory next to it",
+        f"put vocab.json and merges.txt into a {sub}/ directory next to it",
     )
 
 
 def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
-    """Load a StableDiffusionPipeline from disk only, on ``device`` in ``dtype``."""
-    from diffusers import StableDiffusionPipeline
+    """Load a StableDiffusionPipeline or StableDiffusionXLPipeline from disk only, on ``device`` in ``dtype``."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    common: dict[str, Any] = {
-        "torch_dtype": dtype,
-        "local_files_only": True,
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
-    }
+    arch = architecture(ref)
+    common: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
+    if arch == "sd1":
+        cls: Any = StableDiffusionPipeline
+        common |= {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+    else:
+        cls = StableDiffusionXLPipeline
     try:
         if ref.kind == "diffusers":
-            pipe = StableDiffusionPipeline.from_pretrained(ref.path, **common)
+            pipe = cls.from_pretrained(ref.path, **common)
         else:
             config = config_for_checkpoint(ref.path)
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(ref.path), config=str(config), tokenizer=_tokenizer_for(config, ref.path), **common
-            )
+            tokenizers = {"tokenizer": _tokenizer_for(config, ref.path)}
+            if arch == "sdxl":
+                tokenizers["tokenizer_2"] = _tokenizer_for(config, ref.path, "tokenizer_2")
+            pipe = cls.from_single_file(str(ref.path), config=str(config), **tokenizers, **common)
     except ModelError:
         raise
     except Exception as exc:
@@ -188,4 +221,19 @@ def load_pipeline(ref: ModelRef, device: str, dtype) -> Any:
         log.warning("cannot load %s: %s", ref.title, exc)
         raise ModelLoadError(f"cannot load {ref.title}: {type(exc).__name__}") from exc
     pipe.set_progress_bar_config(disable=True)
+    _clip_skip_compat(pipe.text_encoder)
     return pipe.to(device)
+
+
+def _clip_skip_compat(text_encoder: Any) -> None:
+    """Let diffusers' SD 1.x ``encode_prompt(clip_skip=...)`` run with transformers 5.
+
+    transformers 5 flattened ``CLIPTextModel`` (``final_layer_norm`` is its own child, there
+    is no ``.text_model``), while diffusers' SD pipeline still reads
+    ``text_encoder.text_model.final_layer_norm`` when a clip skip is asked for, so
+    ``CLIP_stop_at_last_layers`` / ``CLIPSetLastLayer`` failed at run time. The encoder is
+    given a ``text_model`` attribute pointing at itself, set outside ``nn.Module``'s
+    registry so the module tree (state dict, LoRA injection, ``.to()``) is unchanged.
+    """
+    if not hasattr(text_encoder, "text_model") and hasattr(text_encoder, "final_layer_norm"):
+        object.__setattr__(text_encoder, "text_model", text_encoder)

@@ -6,6 +6,15 @@ download:
 - ``OUT_DIR/tiny-sd/``              diffusers format (model_index.json + components)
 - ``OUT_DIR/tiny-sd.safetensors``   the same weights in the original SD (ldm) single-file
   layout, so the runtime's ``from_single_file`` path is exercised like a real checkpoint
+- ``OUT_DIR/Lora/tiny-lora.safetensors``  a random LoRA for it in the kohya layout A1111
+  users download (``lora_unet_*`` / ``lora_te_*``, ``lora_down``/``lora_up``/``alpha``)
+- ``OUT_DIR/VAE/tiny-vae.safetensors``  another random VAE for it in the standalone ldm layout
+
+``python -m sd_runtime.tiny OUT_DIR --sdxl`` writes ``tiny-sdxl/`` and
+``tiny-sdxl.safetensors`` instead: the SDXL architecture (two text encoders, the second
+an OpenCLIP-layout ``CLIPTextModelWithProjection`` in the single file; a UNet with
+SDXL's ``text_time`` micro-conditioning, linear projections and several transformer
+layers per block), from ``sd_runtime/configs/tiny-sdxl``.
 
 The architecture is SD 1.x (UNet2DConditionModel with cross-attention, 4-block
 AutoencoderKL with the real 8x latent factor, CLIPTextModel + a byte-level
@@ -28,7 +37,15 @@ from pathlib import Path
 from sd_runtime import CONFIGS_DIR
 
 TINY_NAME = "tiny-sd"
+TINY_LORA = "tiny-lora"
+TINY_VAE = "tiny-vae"
+LORA_RANK = 2
+# the attention projections kohya's trainer targets, as diffusers module-name suffixes
+_UNET_TARGETS = tuple(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0"))
+_TE_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 TINY_CONFIG = CONFIGS_DIR / TINY_NAME
+TINY_SDXL = "tiny-sdxl"
+TINY_SDXL_CONFIG = CONFIGS_DIR / TINY_SDXL
 SEED = 1234
 
 
@@ -62,15 +79,101 @@ def build_pipeline():  # -> StableDiffusionPipeline (imports kept lazy: torch is
     return pipe
 
 
+def build_sdxl_pipeline():  # -> StableDiffusionXLPipeline
+    """Instantiate the tiny SDXL pipeline with deterministic random weights."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(SEED)
+    cfg = TINY_SDXL_CONFIG
+    pipe = StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_config(_load_json(cfg / "vae" / "config.json")),
+        text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(cfg / "text_encoder")),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(cfg / "text_encoder_2")),
+        tokenizer=CLIPTokenizer.from_pretrained(cfg / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(cfg / "tokenizer_2"),
+        unet=UNet2DConditionModel.from_config(_load_json(cfg / "unet" / "config.json")),
+        scheduler=EulerDiscreteScheduler.from_config(_load_json(cfg / "scheduler" / "scheduler_config.json")),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def single_file_state_dict(pipe) -> dict:
-    """The pipeline's weights in the original SD single-file key layout."""
-    from sd_runtime.ldm import clip_to_ldm, unet_to_ldm, vae_to_ldm
+    """The pipeline's weights in the original single-file key layout (SD 1.x, or SDXL's two encoders)."""
+    from sd_runtime.ldm import clip_to_ldm, open_clip_to_ldm, sdxl_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
     state = {}
     state.update(unet_to_ldm(pipe.unet.state_dict(), dict(pipe.unet.config)))
     state.update(vae_to_ldm(pipe.vae.state_dict(), dict(pipe.vae.config)))
-    state.update(clip_to_ldm(pipe.text_encoder.state_dict()))
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        state.update(sdxl_clip_to_ldm(pipe.text_encoder.state_dict()))
+        state.update(open_clip_to_ldm(pipe.text_encoder_2.state_dict()))
+    else:
+        state.update(clip_to_ldm(pipe.text_encoder.state_dict()))
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
+
+
+def lora_state_dict(pipe, seed: int = SEED + 1) -> dict:
+    """A random rank-2 LoRA for ``pipe`` in the kohya key layout (what A1111 users bring)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for prefix, module, targets in (
+        ("lora_unet", pipe.unet, _UNET_TARGETS),
+        ("lora_te", pipe.text_encoder, _TE_TARGETS),
+    ):
+        for name, mod in module.named_modules():
+            if isinstance(mod, torch.nn.Linear) and name.endswith(targets):
+                key = f"{prefix}_{name.replace('.', '_')}"
+                state[f"{key}.lora_down.weight"] = torch.randn(LORA_RANK, mod.in_features, generator=generator)
+                state[f"{key}.lora_up.weight"] = torch.randn(mod.out_features, LORA_RANK, generator=generator)
+                state[f"{key}.alpha"] = torch.tensor(float(LORA_RANK))
+    return state
+
+
+def _write_both_layouts(pipe, out: Path, name: str, force: bool) -> tuple[Path, Path]:
+    """``out/name/`` (diffusers) and ``out/name.safetensors`` (single file), each renamed into place."""
+    from safetensors.torch import save_file
+
+    ddir, sfile = out / name, out / f"{name}.safetensors"
+    if force or not (ddir / "model_index.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
+        os.chmod(tmp, 0o755)  # noqa: S103 (mkdtemp makes it private; containers read it as another user)
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(ddir, ignore_errors=True)
+        os.replace(tmp, ddir)
+    if force or not sfile.is_file():
+        tmpf = out / f".{name}.{os.getpid()}.safetensors"
+        save_file(single_file_state_dict(pipe), str(tmpf), metadata={"format": "pt", "sdeks": name})
+        os.chmod(tmpf, 0o644)
+        os.replace(tmpf, sfile)
+    return ddir, sfile
+
+
+def build_sdxl(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
+    """Write the tiny SDXL model (both layouts) under ``out_dir``; return (diffusers_dir, single_file)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ddir, sfile = out / TINY_SDXL, out / f"{TINY_SDXL}.safetensors"
+    if not force and (ddir / "model_index.json").is_file() and sfile.is_file():
+        return ddir, sfile
+    return _write_both_layouts(build_sdxl_pipeline(), out, TINY_SDXL, force)
+
+
+def vae_state_dict(pipe, seed: int = SEED + 2) -> dict:
+    """Another random VAE for ``pipe`` in the standalone ldm layout A1111 users download (no prefix)."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from sd_runtime.ldm import VAE_PREFIX, vae_to_ldm
+
+    torch.manual_seed(seed)
+    other = AutoencoderKL.from_config(pipe.vae.config)
+    state = vae_to_ldm(other.state_dict(), dict(other.config))
+    return {k.removeprefix(VAE_PREFIX): v.contiguous() for k, v in state.items()}
 
 
 def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
@@ -82,23 +185,27 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ddir, sfile = out / TINY_NAME, out / f"{TINY_NAME}.safetensors"
-    if not force and (ddir / "model_index.json").is_file() and sfile.is_file():
+    lfile = out / "Lora" / f"{TINY_LORA}.safetensors"
+    vfile = out / "VAE" / f"{TINY_VAE}.safetensors"
+    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile)):
         return ddir, sfile
 
     from safetensors.torch import save_file
 
     pipe = build_pipeline()
-    if force or not (ddir / "model_index.json").is_file():
-        tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out))
-        os.chmod(tmp, 0o755)  # noqa: S103 (mkdtemp makes it private; containers read it as another user)
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        shutil.rmtree(ddir, ignore_errors=True)
-        os.replace(tmp, ddir)
-    if force or not sfile.is_file():
-        tmpf = out / f".{TINY_NAME}.{os.getpid()}.safetensors"
-        save_file(single_file_state_dict(pipe), str(tmpf), metadata={"format": "pt", "sdeks": "tiny-sd"})
-        os.chmod(tmpf, 0o644)
-        os.replace(tmpf, sfile)
+    _write_both_layouts(pipe, out, TINY_NAME, force)
+    if force or not lfile.is_file():
+        lfile.parent.mkdir(exist_ok=True)
+        tmpl = lfile.with_name(f".{TINY_LORA}.{os.getpid()}.safetensors")
+        save_file(lora_state_dict(pipe), str(tmpl), metadata={"format": "pt", "sdeks": "tiny-lora"})
+        os.chmod(tmpl, 0o644)
+        os.replace(tmpl, lfile)
+    if force or not vfile.is_file():
+        vfile.parent.mkdir(exist_ok=True)
+        tmpv = vfile.with_name(f".{TINY_VAE}.{os.getpid()}.safetensors")
+        save_file(vae_state_dict(pipe), str(tmpv), metadata={"format": "pt", "sdeks": TINY_VAE})
+        os.chmod(tmpv, 0o644)
+        os.replace(tmpv, vfile)
     return ddir, sfile
 
 
@@ -106,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sd_runtime.tiny", description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="directory to write tiny-sd/ and tiny-sd.safetensors into")
     parser.add_argument("--force", action="store_true", help="rebuild even if present")
+    parser.add_argument("--sdxl", action="store_true", help="write the tiny SDXL model (tiny-sdxl) instead")
     args = parser.parse_args(argv)
-    ddir, sfile = build(args.out_dir, force=args.force)
+    ddir, sfile = (build_sdxl if args.sdxl else build)(args.out_dir, force=args.force)
     print(json.dumps({"diffusers": str(ddir), "single_file": str(sfile)}))
     return 0
 

@@ -126,6 +126,8 @@ def _combo_extra(name: str, value: Any, state: Any) -> bool:
         from sd_runtime.comfyui.nodes import find_checkpoint
 
         return find_checkpoint(state.engine, value) is not None
+    if name == "lora_name" and isinstance(value, str):  # the stem, as A1111 names it, as well as the file
+        return any(value == ref.name for ref in state.engine.loras())
     return False
 
 

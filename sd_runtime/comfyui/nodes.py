@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from sd_runtime import imageio
+from sd_runtime import imageio, lora
 from sd_runtime.errors import RuntimeApiError
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
@@ -67,15 +67,21 @@ class NodeExecutionError(Exception):
 
 @dataclass
 class Model:
+    """MODEL: the loaded pipelines, plus the LoRAs its UNet runs with (applied only while sampling)."""
+
     pipes: dict[str, Any]
     title: str
     scheduler_config: dict[str, Any]
+    loras: tuple[lora.LoraUse, ...] = ()
 
 
 @dataclass
 class Clip:
+    """CLIP: the text encoder's pipeline, plus the LoRAs it encodes with (applied only while encoding)."""
+
     pipe: Any
     clip_skip: int | None = None
+    loras: tuple[lora.LoraUse, ...] = ()
 
 
 @dataclass
@@ -86,7 +92,10 @@ class Vae:
 
 @dataclass
 class Conditioning:
+    """CONDITIONING: token embeddings, and for SDXL the second encoder's pooled embedding too."""
+
     embeds: Any  # [1 or B, tokens, dim] on the CPU
+    pooled: Any = None  # SDXL: [1 or B, dim] on the CPU
 
 
 # ---- node definitions ----------------------------------------------------------------
@@ -285,15 +294,42 @@ def checkpoint_loader(ctx: Context, ckpt_name: str) -> tuple:
 
 def clip_set_last_layer(ctx: Context, clip: Clip, stop_at_clip_layer: int) -> tuple:
     skip = -stop_at_clip_layer - 1
-    return (Clip(pipe=clip.pipe, clip_skip=skip or None),)
+    return (replace(clip, clip_skip=skip or None),)
 
 
 def clip_text_encode(ctx: Context, text: str, clip: Clip) -> tuple:
     torch = _torch()
     pipe = clip.pipe
-    with torch.inference_mode():
-        embeds, _ = pipe.encode_prompt(text, pipe.text_encoder.device, 1, False, clip_skip=clip.clip_skip)
-    return (Conditioning(embeds=embeds.float().cpu()),)
+    text_only = [replace(u, unet=0.0) for u in clip.loras]
+    with lora.applied(pipe, text_only), torch.inference_mode():
+        # keyword arguments: SD's and SDXL's encode_prompt share these names, not their positions
+        encoded = pipe.encode_prompt(
+            prompt=text,
+            device=pipe.text_encoder.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            clip_skip=clip.clip_skip,
+        )
+    pooled = encoded[2].float().cpu() if len(encoded) > 2 else None  # SDXL: (embeds, neg, pooled, neg pooled)
+    return (Conditioning(embeds=encoded[0].float().cpu(), pooled=pooled),)
+
+
+def lora_choices(state: Any) -> list[str]:
+    """LoRA files under the models dir's ``Lora/`` folder, named as ComfyUI lists them (relative path)."""
+    return [ref.file for ref in state.engine.loras()]
+
+
+def lora_loader(
+    ctx: Context, model: Model, clip: Clip, lora_name: str, strength_model: float, strength_clip: float
+) -> tuple:
+    ref = lora.find(lora_name, ctx.engine.loras(), "lora_name")
+    use = lora.LoraUse(ref, unet=strength_model, text_encoder=strength_clip)
+    return replace(model, loras=(*model.loras, use)), replace(clip, loras=(*clip.loras, use))
+
+
+def lora_loader_model_only(ctx: Context, model: Model, lora_name: str, strength_model: float) -> tuple:
+    ref = lora.find(lora_name, ctx.engine.loras(), "lora_name")
+    return (replace(model, loras=(*model.loras, lora.LoraUse(ref, unet=strength_model, text_encoder=0.0))),)
 
 
 def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -> tuple:
@@ -302,11 +338,23 @@ def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -
     return ({"samples": torch.zeros((batch_size, 4, height // 8, width // 8), dtype=torch.float32)},)
 
 
-def _batched(cond: Conditioning, batch: int, device: Any, dtype: Any) -> Any:
-    e = cond.embeds
+def _batched(e: Any, batch: int, device: Any, dtype: Any) -> Any:
+    """A conditioning tensor (embeds or pooled) repeated to the latent batch, on the UNet's device."""
     if e.shape[0] != batch:
-        e = e[:1].repeat(batch, 1, 1)
+        e = e[:1].repeat(batch, *([1] * (e.ndim - 1)))
     return e.to(device=device, dtype=dtype)
+
+
+def _pooled_kwargs(positive: Conditioning, negative: Conditioning, batch: int, device: Any, dtype: Any) -> dict:
+    """SDXL's pooled embeddings for the pipeline call; none for SD 1.x conditioning."""
+    if positive.pooled is None or negative.pooled is None:
+        if positive.pooled is not None or negative.pooled is not None:
+            raise NodeExecutionError("positive and negative conditioning come from different model families")
+        return {}
+    return {
+        "pooled_prompt_embeds": _batched(positive.pooled, batch, device, dtype),
+        "negative_pooled_prompt_embeds": _batched(negative.pooled, batch, device, dtype),
+    }
 
 
 def ksampler(
@@ -329,8 +377,9 @@ def ksampler(
     pipe = model.pipes["img2img"]
     device, dtype = pipe.unet.device, pipe.unet.dtype
     batch = samples.shape[0]
-    pos = _batched(positive, batch, device, dtype)
-    neg = _batched(negative, batch, device, dtype)
+    pos = _batched(positive.embeds, batch, device, dtype)
+    neg = _batched(negative.embeds, batch, device, dtype)
+    pooled = _pooled_kwargs(positive, negative, batch, device, dtype)
     if neg.shape[1] != pos.shape[1]:  # different token lengths: pad the shorter with its last token
         n = max(pos.shape[1], neg.shape[1])
         pos, neg = (torch.cat([t, t[:, -1:].repeat(1, n - t.shape[1], 1)], 1) for t in (pos, neg))
@@ -344,7 +393,8 @@ def ksampler(
 
     ctx.check_interrupt()
     ctx.on_progress(0, steps)
-    with torch.inference_mode():
+    unet_only = [replace(u, text_encoder=0.0) for u in model.loras]
+    with lora.applied(model.pipes["txt2img"], unet_only), torch.inference_mode():
         out = pipe(
             prompt_embeds=pos,
             negative_prompt_embeds=neg,
@@ -355,6 +405,7 @@ def ksampler(
             generator=generator,
             output_type="latent",
             callback_on_step_end=on_step,
+            **pooled,
         )
     return ({**latent_image, "samples": out.images.float().cpu()},)
 
@@ -461,6 +512,7 @@ def input_image_choices(state: Any) -> list[str]:
 # ---- the registry ------------------------------------------------------------------
 
 _INT_RES = ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8})
+_LORA_STRENGTH = ("FLOAT", {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01})
 _INT_RES0 = ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1})
 
 NODES: dict[str, NodeDef] = {
@@ -482,6 +534,34 @@ NODES: dict[str, NodeDef] = {
             {"clip": ("CLIP", {}), "stop_at_clip_layer": ("INT", {"default": -1, "min": -24, "max": -1, "step": 1})},
             ("CLIP",),
             clip_set_last_layer,
+        ),
+        NodeDef(
+            "LoraLoader",
+            "Load LoRA",
+            "loaders",
+            {
+                "model": ("MODEL", {}),
+                "clip": ("CLIP", {}),
+                "lora_name": (lora_choices, {"tooltip": "A LoRA file in the models dir's Lora/ folder."}),
+                "strength_model": _LORA_STRENGTH,
+                "strength_clip": _LORA_STRENGTH,
+            },
+            ("MODEL", "CLIP"),
+            lora_loader,
+            description="Applies a LoRA to the diffusion model and the CLIP model (for this prompt only).",
+        ),
+        NodeDef(
+            "LoraLoaderModelOnly",
+            "LoraLoaderModelOnly",
+            "loaders",
+            {
+                "model": ("MODEL", {}),
+                "lora_name": (lora_choices, {}),
+                "strength_model": _LORA_STRENGTH,
+            },
+            ("MODEL",),
+            lora_loader_model_only,
+            description="Applies a LoRA to the diffusion model only (for this prompt only).",
         ),
         NodeDef(
             "CLIPTextEncode",

@@ -10,7 +10,9 @@ from sdeks.contract.content import (
     MAX_IMAGES_PER_TASK,
     MAX_SEED,
     RUNTIME_TYPES,
+    SAMPLER_ALIASES,
     SAMPLERS,
+    SCHEDULE_TYPES,
     TASK_TYPES,
     TASKTYPES_BY_RUNTIME_TYPE,
     AlwaysOnScripts,
@@ -36,6 +38,14 @@ from sdeks.contract.keys import (
     info_key,
     output_prefix,
     s3_uri,
+)
+from sdeks.contract.routing import (
+    MAX_MODELS_PER_RUNTIME,
+    MODEL_ATTRIBUTE,
+    RUNTIME_ATTRIBUTE,
+    Route,
+    checkpoint_key,
+    filter_policy,
 )
 from sdeks.contract.schema import SCHEMAS, json_schema
 from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
@@ -77,6 +87,12 @@ __all__ = [
     "CLAIMS_PREFIX",
     "EVENTS_PREFIX",
     "MAX_SEED",
+    "MAX_MODELS_PER_RUNTIME",
+    "MODEL_ATTRIBUTE",
+    "RUNTIME_ATTRIBUTE",
+    "Route",
+    "checkpoint_key",
+    "filter_policy",
     "RUNTIME_TYPES",
     "TASK_TYPES",
     "TASK_TABLE_KEY",
@@ -89,6 +105,8 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "MAX_WAIT_S",
     "SAMPLERS",
+    "SAMPLER_ALIASES",
+    "SCHEDULE_TYPES",
     "SCHEMAS",
     "SNS_MAX_MESSAGE_BYTES",
     "TASKTYPES_BY_RUNTIME_TYPE",

@@ -29,8 +29,58 @@ SAMPLERS: tuple[str, ...] = (
     "UniPC",
     "LMS",
     "Heun",
+    "DPM++ SDE",
+    "DPM++ 2M SDE",
+    "DPM++ 2M SDE Karras",
+    "DPM++ 3M SDE",
+    "DPM++ 3M SDE Karras",
+    "DPM2",
+    "DPM2 a",
+    "DPM2 Karras",
+    "DPM2 a Karras",
+    "LMS Karras",
+    "LCM",
 )
-"""A1111 sampler names every sdeks runtime serves."""
+"""A1111 sampler names every sdeks runtime serves (the "X Karras" names are A1111's pre-1.9 spelling
+of sampler X with the Karras schedule; they are still accepted there)."""
+
+SAMPLER_ALIASES: dict[str, str] = {
+    "k_euler_a": "Euler a",
+    "k_euler": "Euler",
+    "k_dpmpp_2m": "DPM++ 2M",
+    "k_dpmpp_2m_ka": "DPM++ 2M Karras",
+    "k_dpmpp_sde_ka": "DPM++ SDE Karras",
+    "ddim": "DDIM",
+    "unipc": "UniPC",
+    "k_lms": "LMS",
+    "k_heun": "Heun",
+    "k_dpmpp_sde": "DPM++ SDE",
+    "k_dpmpp_2m_sde": "DPM++ 2M SDE",
+    "k_dpmpp_2m_sde_ka": "DPM++ 2M SDE Karras",
+    "k_dpmpp_3m_sde": "DPM++ 3M SDE",
+    "k_dpmpp_3m_sde_ka": "DPM++ 3M SDE Karras",
+    "k_dpm_2": "DPM2",
+    "k_dpm_2_a": "DPM2 a",
+    "k_dpm_2_ka": "DPM2 Karras",
+    "k_dpm_2_a_ka": "DPM2 a Karras",
+    "k_lms_ka": "LMS Karras",
+    "k_lcm": "LCM",
+}
+"""A1111's sampler aliases (``GET /sdapi/v1/samplers`` lists them); accepted as ``sampler_name``."""
+
+SCHEDULE_TYPES: tuple[str, ...] = (
+    "automatic",
+    "uniform",
+    "karras",
+    "exponential",
+    "sgm_uniform",
+    "simple",
+    "normal",
+    "ddim",
+    "beta",
+)
+"""A1111 1.9+ ``scheduler`` (schedule type) names every sdeks runtime serves; A1111's labels
+(``Karras``, ``SGM Uniform`` ...) are accepted too. ``automatic``: the sampler's own schedule."""
 
 MAX_IMAGES_PER_TASK = 16
 MAX_PROMPT_CHARS = 4000
@@ -55,6 +105,27 @@ class AlwaysOnScripts(BaseModel):
 class _Sdwebui(BaseModel):
     model_config = ConfigDict(extra="allow")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a1111_spellings(cls, data: Any) -> Any:
+        """What A1111 accepts besides the canonical names, mapped to them before validation.
+
+        ``sampler_index`` names the sampler when ``sampler_name`` is absent (A1111 uses
+        ``sampler_name or sampler_index``); sampler aliases (``k_euler_a``) and schedule
+        labels (``Karras``) become names. Done here, not in a runtime, because the API
+        fills defaults: after the front door a task always carries a ``sampler_name``.
+        """
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("sampler_name") is None and data.get("sampler_index") is not None:
+            data["sampler_name"] = data["sampler_index"]
+        if isinstance(data.get("sampler_name"), str):
+            data["sampler_name"] = SAMPLER_ALIASES.get(data["sampler_name"], data["sampler_name"])
+        if isinstance(data.get("scheduler"), str):
+            data["scheduler"] = data["scheduler"].strip().lower().replace(" ", "_")
+        return data
+
     alwayson_scripts: AlwaysOnScripts | None = None
 
     @property
@@ -73,6 +144,9 @@ class Txt2ImgContent(_Sdwebui):
     height: int = Dimension
     cfg_scale: float = Field(default=7.0, ge=1.0, le=30.0)
     sampler_name: Literal[SAMPLERS] = "Euler a"  # type: ignore[valid-type]
+    scheduler: Literal[SCHEDULE_TYPES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="A1111 1.9+ schedule type; null or automatic: the sampler's own"
+    )
     seed: int = Field(default=-1, ge=-1, le=MAX_SEED, description="-1 picks a random seed")
     batch_size: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_TASK)
     n_iter: int = Field(default=1, ge=1, le=MAX_IMAGES_PER_TASK)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import ValidationError
 
 from sdeks.contract.codes import ErrorCode
 from sdeks.contract.task import ErrorBody, ErrorDetail
+
+MODEL_NAME = re.compile(r"[A-Z][a-z0-9]+(?:[A-Z][A-Za-z0-9]*)*")
+"""A model class name (``Txt2ImgContent``), as opposed to a field such as ``CLIP_stop_at_last_layers``."""
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -18,7 +23,7 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part[:1].isupper() or part.startswith("function-"):
+        elif MODEL_NAME.fullmatch(part) or part.startswith("function-"):
             continue
         else:
             out += f".{part}" if out else part

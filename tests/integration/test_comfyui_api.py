@@ -293,6 +293,63 @@ def test_object_info_queue_system_stats(client):
     assert {"system", "devices"} <= set(stats.json()) and stats.json()["devices"][0]["type"] == "cpu"
 
 
+def lora_workflow(loader: str, name: str = "tiny-lora.safetensors", strength: float = 1.0) -> dict[str, Any]:
+    """The default graph with a LoRA loader between the checkpoint and its users."""
+    wf = default_workflow()
+    if loader == "LoraLoader":
+        inputs = {"model": ["4", 0], "clip": ["4", 1], "strength_model": strength, "strength_clip": strength}
+        for node in ("6", "7"):
+            wf[node]["inputs"]["clip"] = ["20", 1]
+    else:
+        inputs = {"model": ["4", 0], "strength_model": strength}
+    wf["20"] = {"class_type": loader, "inputs": {**inputs, "lora_name": name}}
+    wf["3"]["inputs"]["model"] = ["20", 0]
+    return wf
+
+
+def pixels_of(client: httpx.Client, wf: dict[str, Any]) -> bytes:
+    _, entry = run(client, wf)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (png,) = saved_images(client, entry)
+    return Image.open(io.BytesIO(png)).tobytes()
+
+
+def test_lora_loaders_change_the_image_for_that_prompt_only(client):
+    assert (
+        "tiny-lora.safetensors"
+        in client.get("/object_info/LoraLoader").json()["LoraLoader"]["input"]["required"]["lora_name"][0]
+    )
+    plain = pixels_of(client, default_workflow())
+    full = pixels_of(client, lora_workflow("LoraLoader"))
+    model_only = pixels_of(client, lora_workflow("LoraLoaderModelOnly", name="tiny-lora"))  # A1111's name works too
+    assert len({plain, full, model_only}) == 3
+    assert pixels_of(client, lora_workflow("LoraLoader", strength=0.0)) == plain
+    assert pixels_of(client, default_workflow()) == plain  # the next prompt is unaffected
+
+
+@pytest.mark.parametrize("name", ["nope.safetensors", "../tiny-sd.safetensors", "/etc/passwd"])
+def test_unknown_lora_is_a_node_error_naming_it(client, name):
+    resp = client.post("/prompt", json={"prompt": lora_workflow("LoraLoader", name=name)})
+    assert resp.status_code == 400, resp.text
+    (error,) = resp.json()["node_errors"]["20"]["errors"]
+    assert error["type"] == "value_not_in_list" and name in error["details"]
+
+
+def test_clip_set_last_layer_changes_the_encoding(client):
+    """CLIPSetLastLayer -2 (clip skip 1) runs with transformers 5 and changes the image; -1 is no skip."""
+
+    def with_stop(stop: int) -> dict[str, Any]:
+        wf = default_workflow()
+        wf["30"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": stop}}
+        for node in ("6", "7"):
+            wf[node]["inputs"]["clip"] = ["30", 0]
+        return wf
+
+    plain = pixels_of(client, default_workflow())
+    assert pixels_of(client, with_stop(-1)) == plain
+    assert pixels_of(client, with_stop(-2)) != plain
+
+
 def test_view_serves_only_stored_images(client):
     _, entry = run(client, default_workflow())
     ref = entry["outputs"]["9"]["images"][0]

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from sdeks.contract import SAMPLERS
+from sdeks.contract import SAMPLERS, SCHEDULE_TYPES, Txt2ImgContent
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +160,224 @@ def test_unknown_model_lists_available_and_keeps_current(sd_runtime_url: str) ->
     body = assert_4xx(r, 404, "unknown_model")
     assert body["error"]["details"]["available"] == ["tiny-sd", "tiny-sd.safetensors"]
     assert httpx.get(f"{sd_runtime_url}/healthz").json()["model"] == "tiny-sd"
+
+
+# ---- A1111 field fidelity, driven by a real A1111 client ----------------------------
+
+
+@pytest.fixture(scope="module")
+def webui(sd_runtime_url: str):
+    import webuiapi
+
+    host, port = sd_runtime_url.removeprefix("http://").split(":")
+    return webuiapi.WebUIApi(host=host, port=int(port), steps=3)
+
+
+def test_webuiapi_client_sampler_and_schedule_type(webui) -> None:
+    result = webui.txt2img(
+        prompt="a lighthouse", width=64, height=64, seed=5, sampler_name="DPM++ 2M SDE", scheduler="Karras"
+    )
+    assert result.image.size == (64, 64)
+    assert result.info["sampler_name"] == "DPM++ 2M SDE" and result.info["scheduler"] == "karras"
+    # webuiapi sends every txt2img parameter; only eta (not implemented) is a value that would change A1111's image
+    assert result.info["ignored_fields"] == ["eta"]
+    assert [s["name"] for s in webui.get_schedulers()] == list(SCHEDULE_TYPES)
+    assert {"name": "DPM++ 3M SDE", "aliases": ["k_dpmpp_3m_sde"]}.items() <= next(
+        s for s in webui.get_samplers() if s["name"] == "DPM++ 3M SDE"
+    ).items()
+    assert [lo["name"] for lo in webui.get_loras()] == ["tiny-lora"]
+    # img2img from the same client: its inpainting defaults have no effect without a mask
+    edited = webui.img2img(images=[result.image], prompt="a lighthouse", width=64, height=64, seed=5, steps=3)
+    assert edited.image.size == (64, 64) and edited.info["ignored_fields"] == ["eta"]
+
+
+def test_schedule_type_is_the_karras_of_the_legacy_names(sd_runtime_url: str) -> None:
+    def pixels(**fields: object) -> bytes:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes()
+
+    legacy = pixels(sampler_name="DPM++ 2M Karras")
+    assert pixels(sampler_name="DPM++ 2M", scheduler="karras") == legacy
+    assert pixels(sampler_name="DPM++ 2M", scheduler="Karras") == legacy  # A1111's label
+    assert pixels(sampler_name="k_dpmpp_2m_ka") == legacy  # an alias /samplers lists
+    assert pixels(sampler_name="DPM++ 2M Karras", scheduler="exponential") != legacy  # explicit type wins
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "scheduler": "align_your_steps"})
+    assert "scheduler" in assert_4xx(r, 422, "validation_error")["error"]["message"]
+
+
+def test_sampler_index_survives_the_contract_default(sd_runtime_url: str) -> None:
+    """The AWS sample sends only sampler_index; the API front door fills sampler_name from the contract."""
+    forwarded = Txt2ImgContent.model_validate({**BASE, "steps": 2, "sampler_index": "DDIM"}).model_dump(mode="json")
+    assert forwarded["sampler_name"] == "DDIM"
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", forwarded)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["sampler_name"] == "DDIM" and info["ignored_fields"] == []
+    direct = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "steps": 2, "sampler_name": "DDIM"}).json()
+    assert decode(r.json()["images"][0]).tobytes() == decode(direct["images"][0]).tobytes()
+
+
+def test_fields_that_would_change_the_image_are_listed(sd_runtime_url: str) -> None:
+    body = {**BASE, "tiling": True, "hr_prompt": "x", "restore_faces": True, "eta": 0.5, "mask_blur": 4}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["eta", "restore_faces", "tiling"]  # mask_blur: no mask; hr_*: no enable_hr
+    body = {**BASE, "enable_hr": True, "hr_prompt": "x", "hr_sampler_name": "DDIM", "hr_second_pass_steps": 1}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["hr_prompt", "hr_sampler_name"]
+    off = {**BASE, "enable_hr": False, "hr_scale": 2, "denoising_strength": 0.7, "restore_faces": False}
+    assert json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", off).json()["info"])["ignored_fields"] == []
+
+
+def test_hires_fix_renders_at_the_large_size(sd_runtime_url: str, webui) -> None:
+    def render(**fields: object) -> tuple[Image.Image, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]), json.loads(r.json()["info"])
+
+    hr = {"enable_hr": True, "hr_scale": 2, "denoising_strength": 0.6, "hr_second_pass_steps": 3}
+    lanczos, info = render(**hr, hr_upscaler="Lanczos")
+    assert lanczos.size == (128, 128) and info["ignored_fields"] == []
+    assert info["hires"] == {
+        "width": 128,
+        "height": 128,
+        "upscaler": "Lanczos",
+        "steps": 3,
+        "denoising": 0.6,
+        "scale": 2.0,
+    }
+    assert "Hires upscaler: Lanczos" in info["infotexts"][0]
+    assert render(**hr, hr_upscaler="Lanczos")[0].tobytes() == lanczos.tobytes()  # deterministic
+    latent, _ = render(**hr, hr_upscaler="Latent (nearest-exact)")
+    assert latent.size == (128, 128) and latent.tobytes() != lanczos.tobytes()
+    assert render(**{**hr, "hr_resize_x": 96, "hr_resize_y": 0}, hr_upscaler="Nearest")[0].size == (96, 96)
+    assert render(width=128, height=128)[0].tobytes() != lanczos.tobytes()  # not just a large render
+    # A1111's own client: its default hr_upscaler is "Latent"
+    result = webui.txt2img(prompt="a lighthouse", width=64, height=64, seed=5, enable_hr=True, hr_scale=1.5)
+    assert result.image.size == (96, 96) and result.info["hires"]["upscaler"] == "Latent"
+    for bad, code, status in (
+        ({"hr_upscaler": "R-ESRGAN 4x+"}, "unknown_upscaler", 400),
+        ({"hr_scale": 100}, "validation_error", 422),
+        ({"denoising_strength": 2}, "validation_error", 422),
+    ):
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **hr, **bad})
+        assert next(iter(bad)) in assert_4xx(r, status, code)["error"]["message"]
+    modes = httpx.get(f"{sd_runtime_url}/sdapi/v1/latent-upscale-modes").json()
+    assert {"name": "Latent (bicubic antialiased)"} in modes
+
+
+def test_override_settings_clip_skip_and_checkpoint(sd_runtime_url: str) -> None:
+    def render(**fields: object) -> tuple[bytes, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, **fields})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes(), json.loads(r.json()["info"])
+
+    plain, _ = render()
+    skipped, info = render(override_settings={"CLIP_stop_at_last_layers": 2})
+    assert skipped != plain and info["ignored_fields"] == []
+    assert render(override_settings={"CLIP_stop_at_last_layers": 1})[0] == plain  # 1 = the last layer = no skip
+    # a checkpoint for this request only: the single file has the same weights, so the same pixels
+    same, info = render(override_settings={"sd_model_checkpoint": "tiny-sd.safetensors"})
+    assert same == plain and info["sd_model_name"] == "tiny-sd.safetensors"
+    assert httpx.get(f"{sd_runtime_url}/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-sd"  # restored
+    _, info = render(override_settings={"sd_model_checkpoint": "tiny-sd", "img2img_fix_steps": True, "eta_ddim": 0.5})
+    assert info["ignored_fields"] == ["override_settings.eta_ddim", "override_settings.img2img_fix_steps"]
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"CLIP_stop_at_last_layers": 40}})
+    assert "override_settings.CLIP_stop_at_last_layers" in assert_4xx(r, 422)["error"]["message"]
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_model_checkpoint": "nope"}})
+    assert "nope" in assert_4xx(r, 404, "unknown_model")["error"]["message"]
+
+
+def test_vae_by_name_for_one_request(sd_runtime_url: str) -> None:
+    listed = httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-vae").json()
+    assert listed == [{"model_name": "tiny-vae.safetensors", "filename": "VAE/tiny-vae.safetensors"}]
+
+    def render(**settings: object) -> bytes:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": settings})
+        assert r.status_code == 200, r.text
+        assert json.loads(r.json()["info"])["ignored_fields"] == []
+        return decode(r.json()["images"][0]).tobytes()
+
+    plain = render()
+    other = render(sd_vae="tiny-vae.safetensors")
+    assert other != plain and render(sd_vae="tiny-vae") == other  # the A1111 file name or the stem
+    assert render() == plain and render(sd_vae="Automatic") == plain  # the model's own VAE again
+    for name in ("nope.safetensors", "../tiny-sd.safetensors", "/etc/passwd"):
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "override_settings": {"sd_vae": name}})
+        body = assert_4xx(r, 400, "unknown_vae")
+        assert name in body["error"]["message"] and "/tmp" not in r.text
+        assert body["error"]["details"]["available"] == ["Automatic", "None", "tiny-vae.safetensors"]
+
+
+def test_send_images_false_and_png_info(sd_runtime_url: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "send_images": False})
+    assert r.status_code == 200 and r.json()["images"] == [] and json.loads(r.json()["info"])["all_seeds"] == [7]
+    image = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "negative_prompt": "fog"}).json()["images"][0]
+    info = post(sd_runtime_url, "/sdapi/v1/png-info", {"image": "data:image/png;base64," + image}).json()
+    assert info["info"].startswith("a lighthouse\nNegative prompt: fog\nSteps: 3")
+    params = info["parameters"]
+    assert params["Prompt"] == "a lighthouse" and params["Negative prompt"] == "fog"
+    assert params["Seed"] == "7" and params["Size"] == "64x64" and params["Sampler"] == "Euler a"
+    assert_4xx(post(sd_runtime_url, "/sdapi/v1/png-info", {"image": "%%"}), 422, "invalid_image")
+
+
+def test_prompt_syntax_rendered_as_text_is_listed(sd_runtime_url: str) -> None:
+    body = {**BASE, "prompt": "a (lighthouse:1.3), [fog]", "negative_prompt": "blurry"}
+    info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
+    assert info["ignored_fields"] == ["prompt (attention syntax)"]
+
+
+# ---- LoRA --------------------------------------------------------------------------
+
+
+def test_loras_are_listed_by_name_without_server_paths(sd_runtime_url: str) -> None:
+    loras = httpx.get(f"{sd_runtime_url}/sdapi/v1/loras").json()
+    assert loras == [{"name": "tiny-lora", "alias": "tiny-lora", "path": "Lora/tiny-lora.safetensors", "metadata": {}}]
+    assert post(sd_runtime_url, "/sdapi/v1/refresh-loras", {}).is_success
+
+
+def test_lora_tag_changes_the_image_for_that_request_only(sd_runtime_url: str) -> None:
+    def render(prompt: str) -> tuple[bytes, dict]:
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "prompt": prompt})
+        assert r.status_code == 200, r.text
+        return decode(r.json()["images"][0]).tobytes(), json.loads(r.json()["info"])
+
+    plain, _ = render("a lighthouse")
+    with_lora, info = render("a lighthouse <lora:tiny-lora:0.8>")
+    assert with_lora != plain
+    assert info["prompt"] == "a lighthouse <lora:tiny-lora:0.8>"  # reported as written, like A1111
+    assert info["loras"] == [{"name": "tiny-lora", "te": 0.8, "unet": 0.8}]
+    assert "ignored_fields" in info and info["ignored_fields"] == []
+    assert render("a lighthouse")[0] == plain  # the next request is unaffected: the LoRA was unloaded
+    # the tag is not encoded as text: at weight 0 the image is the plain prompt's
+    assert render("a lighthouse <lora:tiny-lora:0>")[0] == plain
+    # text encoder only (te=1, unet=0) differs from both
+    te_only, _ = render("a lighthouse <lora:tiny-lora:1:0>")
+    assert te_only not in (plain, with_lora)
+    # several tags in one prompt, and the same LoRA through img2img
+    assert render("<lora:tiny-lora:0.5> a lighthouse <lora:tiny-lora:0.3>")[0] != plain
+    body = {**BASE, "prompt": "a lighthouse <lora:tiny-lora>", "init_images": [png_b64()], "denoising_strength": 0.9}
+    r = post(sd_runtime_url, "/sdapi/v1/img2img", body)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["info"])["loras"] == [{"name": "tiny-lora", "te": 1.0, "unet": 1.0}]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "code", "needle"),
+    [
+        ("x <lora:nope:1>", "unknown_lora", "'nope'"),
+        ("x <lora:../tiny-sd:1>", "unknown_lora", "'../tiny-sd'"),
+        ("x <lora:/etc/passwd:1>", "unknown_lora", "'/etc/passwd'"),
+        ("x <lora:tiny-lora:lots>", "validation_error", "'lots'"),
+    ],
+)
+def test_bad_lora_tags_are_4xx_naming_them(sd_runtime_url: str, prompt: str, code: str, needle: str) -> None:
+    r = post(sd_runtime_url, "/sdapi/v1/txt2img", {**BASE, "prompt": prompt})
+    body = assert_4xx(r, 400 if code == "unknown_lora" else 422, code)
+    assert needle in body["error"]["message"] and "prompt" in body["error"]["message"]
+    assert "/tmp" not in r.text and str(sd_runtime_url) not in r.text  # no server paths
+    if code == "unknown_lora":
+        assert body["error"]["details"]["available"] == ["tiny-lora"]
 
 
 # ---- bad input ------------------------------------------------------------------

@@ -23,6 +23,9 @@ from tests.integration.test_comfyui_api import default_workflow, img2img_workflo
 class FakeEngine:
     model = None
 
+    def loras(self) -> list:
+        return []
+
     def models(self) -> list[ModelRef]:
         return [
             ModelRef("tiny-sd", Path("/m/tiny-sd"), "diffusers"),

@@ -106,8 +106,9 @@ def test_id_is_generated_when_absent_and_kept_when_given():
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
-        (task(runtime=None), "task.metadata.runtime", "string"),
-        ({"task": {"metadata": {"tasktype": "text-to-image"}, "content": {}}}, "task.metadata.runtime", "required"),
+        (task(runtime=None), "task", "neither a runtime (metadata.runtime) nor a checkpoint"),
+        ({"task": {"metadata": {"tasktype": "text-to-image"}, "content": {}}}, "task", "configured runtimes: comfy"),
+        (task(runtime="Bad_Name"), "task.metadata.runtime", "pattern"),
         (task(id="bad id!"), "task.metadata.id", "pattern"),
         (task(id="x" * 65), "task.metadata.id", "pattern"),
         (task(prefix="a/../b"), "task.metadata.prefix", ".."),
@@ -201,3 +202,11 @@ def test_completion_event_keeps_sample_fields():
     event = CompletionEvent(id="t", runtime="r", status="succeeded", result=True, image_url=["s3://b/k"], attempt=1)
     dumped = event.model_dump(mode="json")
     assert {"id", "result", "image_url", "output_url", "context", "status", "attempt", "timings"} <= set(dumped)
+
+
+def test_error_paths_drop_model_names_but_keep_capitalised_fields():
+    from sdeks.contract.errors import field_path
+
+    loc = ("task", "content", "Txt2ImgContent", "override_settings", "CLIP_stop_at_last_layers")
+    assert field_path(loc) == "task.content.override_settings.CLIP_stop_at_last_layers"
+    assert field_path(("task", "content", "function-after[_x(), Model]", "images", 0)) == "task.content.images[0]"
