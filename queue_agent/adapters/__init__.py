@@ -6,7 +6,9 @@ inputs and builds the request. ``run`` calls the runtime within a
 ran out of time) and returns a :class:`RuntimeResult`. Both raise
 :class:`PermanentError`/:class:`TransientError`; ``run`` raises
 :class:`RuntimeTimeout` for a task past its timeout. ``interrupt`` stops one
-task on the runtime; ``exclusive`` says a task must have the runtime to itself.
+task on the runtime; ``exclusive`` says a task must have the runtime to itself;
+``progress`` reports how far the executing task is (``None`` where the runtime
+cannot say: ComfyUI for now).
 """
 
 from __future__ import annotations
