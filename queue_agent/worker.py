@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -86,7 +86,10 @@ class AwsClients:
             sqs=session.client("sqs", config=config),
             s3=session.client("s3", config=config),
             sns=session.client("sns", config=config),
-            table=TaskTable(session.resource("dynamodb", config=config).Table(settings.task_table)),
+            table=TaskTable(
+                session.resource("dynamodb", config=config).Table(settings.task_table),
+                row_ttl=timedelta(days=settings.status_ttl_days),
+            ),
         )
 
 

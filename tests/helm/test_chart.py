@@ -155,6 +155,7 @@ def test_two_runtimes_from_config(name, helm_template, manifest_validator):
     assert agent["SDEKS_INPUT_TIMEOUT_S"] == "10"
     assert spec["terminationGracePeriodSeconds"] == runtime.shutdown_grace_s + 15 < SPOT_NOTICE_S
     assert agent["SDEKS_SHUTDOWN_GRACE_S"] == str(runtime.shutdown_grace_s)
+    assert agent["SDEKS_STATUS_TTL_DAYS"] == str(config.output.expire_days)
     assert spec["serviceAccountName"] == f"sdeks-{name}"
     assert spec["nodeSelector"]["karpenter.sh/nodepool"] == f"sdeks-{name}"
 
@@ -291,6 +292,7 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_PREFETCH": "1",
         "SDEKS_TASK_TIMEOUT_S": "300",
         "SDEKS_SHUTDOWN_GRACE_S": "90",
+        "SDEKS_STATUS_TTL_DAYS": "30",
         "SDEKS_AGENT_PORT": "9095",
         "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",

@@ -159,11 +159,18 @@ def test_settings_from_agent_env(monkeypatch):
         aws_endpoint_url = "http://127.0.0.1:5000"
         region = "eu-west-1"
 
-    env = agent_env(R(), "rt", "http://127.0.0.1:7860", allowed_input_hosts=["a.example.com", "*.b.com"], prefetch=2)
+    env = agent_env(
+        R(),
+        "rt",
+        "http://127.0.0.1:7860",
+        status_ttl_days=9,
+        allowed_input_hosts=["a.example.com", "*.b.com"],
+        prefetch=2,
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.queue_url == "http://q" and settings.prefetch == 2
+    assert settings.queue_url == "http://q" and settings.prefetch == 2 and settings.status_ttl_days == 9
     assert settings.allowed_input_hosts == ["a.example.com", "*.b.com"]
     assert settings.input_buckets == frozenset({"out"}) and settings.aws_region == "eu-west-1"
     assert settings.health_path == "/healthz"

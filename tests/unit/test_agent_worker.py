@@ -29,7 +29,7 @@ from queue_agent.settings import Settings
 from queue_agent.storage import Storage
 from queue_agent.worker import Agent, AwsClients
 from sdeks.config import TASK_TABLE_KEY
-from sdeks.contract import event_key
+from sdeks.contract import TASK_TABLE_TTL_ATTRIBUTE, event_key
 from sdeks.tasks_table import TaskTable
 from tests.fixtures.agent import PNG_1x1, task_message
 
@@ -425,3 +425,21 @@ def test_heartbeat_keeps_every_held_message_invisible_and_release_gives_it_back(
     assert aws.counts() == (1, 2)
     consumer.beat()  # a released message is not hidden again
     assert aws.counts() == (1, 2)
+
+
+def test_status_rows_the_agent_creates_expire_after_the_configured_days(aws):
+    """A task published straight to the topic has no row: the agent creates it with the configured TTL."""
+    settings = Settings(
+        queue_url=aws.queue_url,
+        runtime_name="sdruntime",
+        output_bucket=aws.bucket,
+        results_topic_arn=aws.topic_arn,
+        task_table="tasks",
+        status_ttl_days=3,
+        aws_region=REGION,
+    )
+    clients = AwsClients.from_settings(settings)
+    before = time.time()
+    clients.table.mark_running("t-ttl", "sdruntime", 1)
+    expires = int(aws.row("t-ttl")[TASK_TABLE_TTL_ATTRIBUTE])
+    assert before + 3 * 86400 - 5 <= expires <= time.time() + 3 * 86400 + 5
