@@ -62,6 +62,10 @@ MAX_AHEAD = 10
 MAX_FINISHING = 32
 """Stop receiving while this many tasks are still being stored and announced (AWS is slower than the GPU)."""
 RUN_AVERAGE_WEIGHT = 0.2
+INTERRUPT_WAIT_S = 3.0
+"""Past the grace, how long the agent waits for the interrupted tasks to come back before it exits.
+
+The chart's terminationGracePeriodSeconds leaves at least 5 s beyond the grace (agent.terminationMarginSeconds)."""
 
 
 @dataclass
@@ -213,7 +217,14 @@ class Agent:
         return run
 
     def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop receiving; release prefetched messages now; finish or release what runs; stop."""
+        """Stop receiving; release prefetched messages now; finish or release what runs; stop.
+
+        Spot-safe: the tasks in flight at the runtime get ``grace_s`` (``SDEKS_SHUTDOWN_GRACE_S``)
+        to finish, store and announce. Past it, whatever is left is released with visibility 0 —
+        first, so the finishing side drops a result that comes back afterwards and another pod can
+        take the message at once with one receive spent — then the runtime is told to interrupt
+        those tasks, so the GPU is free and the runtime can exit before the pod's grace runs out.
+        """
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         log.info("shutting down", extra={"grace_s": grace, "held": self.held_count()})
@@ -232,6 +243,10 @@ class Agent:
         for held in left:
             self._release(held, 0)
             report(self.metrics, Outcome.RELEASED_UNFINISHED, held.fields(stage=held.stage.name.lower()))
+        if left:
+            self.lane.abandon()
+            if not self.lane.wait_idle(INTERRUPT_WAIT_S):
+                log.warning("the runtime did not stop the interrupted tasks in time; exiting anyway")
         self.stopped.set()
         self.consumer.close()
         self.lane.close()
