@@ -128,6 +128,8 @@ class Agent:
 
         self.stopping = threading.Event()
         self.runtime_ready = threading.Event()
+        self.runtime_unusable: str | None = None
+        """Why the runtime, though it answers, cannot run any task (its model is missing); tasks fail with it."""
         self.stopped = threading.Event()
         self._cond = threading.Condition()
         self._held: dict[str, Held] = {}
@@ -269,17 +271,33 @@ class Agent:
     # --- receiver ---------------------------------------------------------------
 
     def wait_runtime(self) -> bool:
-        """Block until the runtime answers its health probe (or we stop)."""
+        """Block until the runtime is ready, or answers that it never will (or we stop).
+
+        A runtime without its model must not keep a GPU node up for nothing: the agent takes
+        tasks and fails them with the runtime's reason, so the queue drains and the pods and the
+        node scale away; it probes again before every receive and serves once the model is there.
+        """
         logged = False
         while not self.stopping.is_set():
-            if self.adapter.healthy():
+            health = self.adapter.health()
+            if health.ready:
                 if not self.runtime_ready.is_set():
                     log.info("runtime ready", extra={"runtime_url": self.settings.runtime_url})
+                self.runtime_unusable = None
                 self.metrics.ready.set(1)
                 self.metrics.start_clock()
                 self.runtime_ready.set()
                 return True
             self.metrics.ready.set(0)
+            if health.unusable is not None:
+                if health.unusable != self.runtime_unusable:
+                    log.error(
+                        "runtime cannot run tasks; failing them until it can",
+                        extra={"runtime_url": self.settings.runtime_url, "reason": health.unusable},
+                    )
+                self.runtime_unusable = health.unusable
+                return True
+            self.runtime_unusable = None
             if not logged:
                 log.info("waiting for the runtime", extra={"runtime_url": self.settings.runtime_url})
                 logged = True
@@ -392,10 +410,18 @@ class Agent:
                     held.verdict = held.verdict or Verdict.CANCELLED
                     self._to_finish(held)
                 continue
-            if not self.runtime_ready.is_set():
-                self.stopping.wait(0.2)
-                continue
             assert held.job is not None
+            if not self.runtime_ready.is_set():
+                reason = self.runtime_unusable
+                if reason is None:
+                    self.stopping.wait(0.2)
+                    continue
+                if not self.adapter.exclusive(held.job):  # a checkpoint switch may name a model it has: it runs
+                    if self._pop(held):
+                        held.error = PermanentError(f"the runtime cannot run tasks: {reason}")
+                        held.verdict = Verdict.REJECTED
+                        self._to_finish(held)
+                    continue
             if not self.lane.wait_room(self.adapter.exclusive(held.job), self.stopping):
                 continue
             if self._pop(held):

@@ -26,6 +26,7 @@ from sdeks.contract.content import (
     Txt2ImgContent,
 )
 from sdeks.contract.errors import describe, error_body, summarize, validation_error_body
+from sdeks.contract.health import RUNTIME_LOADING, RUNTIME_NO_MODEL, no_model_reason
 from sdeks.contract.images import ImageRef, ParsedImageRef, parse_image_ref
 from sdeks.contract.keys import (
     CLAIMS_PREFIX,
@@ -72,6 +73,8 @@ __all__ = [
     "CLAIMS_PREFIX",
     "EVENTS_PREFIX",
     "MAX_SEED",
+    "RUNTIME_LOADING",
+    "RUNTIME_NO_MODEL",
     "RUNTIME_TYPES",
     "TASK_TYPES",
     "TASK_TABLE_KEY",
@@ -125,6 +128,7 @@ __all__ = [
     "image_key",
     "info_key",
     "json_schema",
+    "no_model_reason",
     "output_prefix",
     "parse_image_ref",
     "s3_uri",

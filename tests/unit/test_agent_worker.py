@@ -20,7 +20,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from queue_agent.adapters import RuntimeResult
+from queue_agent.adapters import Health, RuntimeResult
 from queue_agent.consumer import SqsConsumer
 from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.lane import RuntimeLane, Slot
@@ -47,6 +47,7 @@ class GpuAdapter:
     max_calls_in_flight: int = 0
     interrupted: list[str] = field(default_factory=list)
     block: threading.Event | None = None
+    health_now: Health = field(default_factory=lambda: Health(ready=True))
     _gpu: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,8 +57,8 @@ class GpuAdapter:
     def exclusive(self, job: Job) -> bool:
         return False
 
-    def healthy(self) -> bool:
-        return True
+    def health(self) -> Health:
+        return self.health_now
 
     def close(self) -> None:
         pass
@@ -443,3 +444,38 @@ def test_status_rows_the_agent_creates_expire_after_the_configured_days(aws):
     clients.table.mark_running("t-ttl", "sdruntime", 1)
     expires = int(aws.row("t-ttl")[TASK_TABLE_TTL_ATTRIBUTE])
     assert before + 3 * 86400 - 5 <= expires <= time.time() + 3 * 86400 + 5
+
+
+def test_runtime_without_its_model_fails_tasks_with_its_reason_and_drains_the_queue(aws, make_agent):
+    from queue_agent.server import readiness
+
+    reason = "model file not found: v1-5.safetensors"
+    gpu = GpuAdapter(health_now=Health(ready=False, unusable=reason))
+    sent = [aws.send()["id"] for _ in range(3)]
+    agent = make_agent(gpu)
+    events = aws.events(3)
+    assert sorted(e["id"] for e in events) == sorted(sent)
+    assert all(e["status"] == "failed" and reason in e["error"] for e in events)
+    assert all(aws.row(task_id)["status"] == "failed" for task_id in sent)
+    wait_for(lambda: aws.counts() == (0, 0))
+    assert gpu.order == [], "a task was sent to a runtime without its model"
+    code, body = readiness(agent)
+    assert code == 503 and reason.encode() in body
+
+    # the model arrives: the agent probes again before its next receive and runs tasks
+    gpu.health_now = Health(ready=True)
+    ok = aws.send()["id"]
+    (event,) = aws.events(1)
+    assert event["id"] == ok and event["status"] == "succeeded"
+    assert readiness(agent) == (200, b"ready\n")
+
+
+def test_runtime_still_loading_is_waited_for_not_failed(aws, make_agent):
+    gpu = GpuAdapter(health_now=Health(ready=False))
+    msg = aws.send()
+    make_agent(gpu)
+    time.sleep(1.5)
+    assert aws.events(1, timeout=0.5) == [] and aws.counts() == (1, 0), "taken while the runtime loads"
+    gpu.health_now = Health(ready=True)
+    (event,) = aws.events(1)
+    assert event["id"] == msg["id"] and event["status"] == "succeeded"

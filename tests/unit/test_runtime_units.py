@@ -139,3 +139,17 @@ def test_shipped_sd15_tokenizer_tokenizes_as_clip(tmp_path: Path) -> None:
     # Reference ids of CLIP ViT-L/14 for this prompt (start, a, photo, of, a, cat, end).
     assert tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert tokenizer.model_max_length == 77
+
+
+def test_missing_model_reason_names_the_file_under_the_models_dir_only(tmp_path):
+    from sd_runtime.models import missing_model_reason
+
+    models = tmp_path / "models"
+    assert missing_model_reason("v1-5.safetensors", models) == "model file not found: v1-5.safetensors"
+    assert missing_model_reason(str(models / "sd" / "v1-5.safetensors"), models) == (
+        "model file not found: sd/v1-5.safetensors"
+    )
+    for outside in ("/srv/secret/place/v1-5.safetensors", "../../etc/v1-5.safetensors"):
+        reason = missing_model_reason(outside, models)
+        assert reason == "model file not found: v1-5.safetensors"
+    assert str(tmp_path) not in missing_model_reason(str(models / "x.safetensors"), None)
