@@ -441,9 +441,13 @@ def test_status_rows_the_agent_creates_expire_after_the_configured_days(aws):
     )
     clients = AwsClients.from_settings(settings)
     before = time.time()
+    # running first; or failed / succeeded straight away (rejected before it ran, earlier writes lost)
     clients.table.mark_running("t-ttl", "sdruntime", 1)
-    expires = int(aws.row("t-ttl")[TASK_TABLE_TTL_ATTRIBUTE])
-    assert before + 3 * 86400 - 5 <= expires <= time.time() + 3 * 86400 + 5
+    clients.table.mark_failed("t-rejected", "invalid content")
+    clients.table.mark_succeeded("t-done", ["s3://out/output/t-done/t-done-1.png"])
+    for task_id in ("t-ttl", "t-rejected", "t-done"):
+        expires = int(aws.row(task_id)[TASK_TABLE_TTL_ATTRIBUTE])
+        assert before + 3 * 86400 - 5 <= expires <= time.time() + 3 * 86400 + 5, task_id
 
 
 def test_runtime_without_its_model_fails_tasks_with_its_reason_and_drains_the_queue(aws, make_agent):
