@@ -37,22 +37,3 @@ def build(settings: Settings, session: Any) -> Deliverer:
         http=http_client(settings.webhook_timeout_s),
         allow_loopback=settings.webhook_allow_loopback,
     )
-
-
-def env_for(resources: Any, *, allow_loopback: bool = False, **overrides: Any) -> dict[str, str]:
-    """The environment that launches ``python -m webhooks`` against a provisioned stack.
-
-    ``resources`` is a :class:`sdeks.local.provision.LocalResources`; ``overrides`` are
-    further settings by field name (``wait_time_s=1`` → ``SDEKS_WAIT_TIME_S=1``).
-    """
-    env = {
-        "SDEKS_WEBHOOK_QUEUE_URL": resources.webhook_queue.url,
-        "SDEKS_WEBHOOK_SECRET_ID": resources.webhook_secret_id,
-        "SDEKS_TASK_TABLE": resources.task_table,
-        "SDEKS_WEBHOOK_ALLOW_LOOPBACK": "1" if allow_loopback else "0",
-        "AWS_ENDPOINT_URL": resources.aws_endpoint_url,
-        "AWS_REGION": resources.region,
-        "AWS_DEFAULT_REGION": resources.region,
-    }
-    env.update({f"SDEKS_{name.upper()}": str(value) for name, value in overrides.items()})
-    return env

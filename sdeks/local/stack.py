@@ -26,7 +26,7 @@ from sdeks.local.agent_env import agent_env
 from sdeks.local.provision import provision
 from sdeks.local.state import STATE_DIR, LocalState, RuntimeEndpoints, pid_alive, state_path, write_state
 from sdeks.local.supervisor import Child, ChildFailedError, Supervisor, child_env
-from webhooks.settings import env_for as webhooks_env
+from sdeks.local.webhooks_env import webhooks_env
 
 log = logging.getLogger("sdeks.local")
 
