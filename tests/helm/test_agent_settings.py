@@ -36,6 +36,7 @@ EVERY_OPTIONAL_VALUE = {
         "backoffBaseSeconds": 2.5,
         "backoffMaxSeconds": 600,
         "claimCheckMaxBytes": 16777216,
+        "statusTtlDays": 7,
     },
 }
 
@@ -80,6 +81,7 @@ def test_chart_sets_exactly_the_agents_settings(helm_template, monkeypatch):
     assert (settings.log_level, settings.wait_time_s, settings.visibility_s) == ("DEBUG", 0, 90)
     assert (settings.backoff_base_s, settings.backoff_max_s, settings.claim_check_max_bytes) == (2.5, 600, 16777216)
     assert (settings.agent_host, settings.agent_port, settings.aws_region) == ("0.0.0.0", 9095, "us-west-2")
+    assert settings.status_ttl_days == 7
 
 
 def test_required_settings_are_set_by_default(helm_template):
