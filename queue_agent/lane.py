@@ -16,6 +16,12 @@ interrupt it; the adapter then raises :class:`RuntimeTimeout`.
 
 A task that must have the runtime to itself (a checkpoint switch) is sent only
 when nothing else is in flight, and nothing is sent behind it.
+
+At shutdown past the grace the agent abandons the lane (:meth:`~RuntimeLane.abandon`): every
+task in flight is marked cancelled (its result is discarded, its message was already
+released) and the runtime is told to interrupt it. A runtime whose interrupt stops only
+what it is executing (A1111, sd_runtime) starts the task waiting behind it next, so
+while abandoned the watchdog keeps interrupting whatever has started.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
 DEPTH = 2
 """Tasks in flight at the runtime: the executing one and the next, waiting in the runtime's queue."""
 WATCH_INTERVAL_S = 0.1
+ABANDON_INTERRUPT_EVERY_S = 0.5
+"""While abandoned, how often the task that has started on the runtime is interrupted (again)."""
 
 
 @dataclass(eq=False)
@@ -96,6 +104,8 @@ class RuntimeLane:
         self._cond = threading.Condition()
         self._pool = ThreadPoolExecutor(max_workers=depth, thread_name_prefix="runtime")
         self._closed = threading.Event()
+        self._abandoned = False
+        self._last_abandon_interrupt = 0.0
         self._watchdog = threading.Thread(target=self._watch, name="runtime-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -164,9 +174,36 @@ class RuntimeLane:
                 due = [s for s in self._slots if not s.expired and s.overdue(now)]
                 for slot in due:
                     slot.expired = True
+                stray: list[Slot] = []
+                if self._abandoned and now - self._last_abandon_interrupt >= ABANDON_INTERRUPT_EVERY_S:
+                    self._last_abandon_interrupt = now
+                    stray = [s for s in self._slots if s.started_at is not None]
             for slot in due:
                 log.warning("task timed out on the runtime; interrupting", extra={"task_id": slot.job.task_id})
                 self.adapter.interrupt(slot)
+            for slot in stray:
+                self.adapter.interrupt(slot)
+
+    def abandon(self) -> None:
+        """Interrupt every task in flight and discard its result: shutdown past the grace released them.
+
+        Each slot is interrupted now (ComfyUI also drops a queued prompt this way); a task that
+        starts afterwards (the one waiting behind at an A1111-style runtime) is interrupted by the
+        watchdog, which keeps at it until the lane is empty.
+        """
+        with self._cond:
+            self._abandoned = True
+            self._last_abandon_interrupt = time.monotonic()
+            slots = list(self._slots)
+            for slot in slots:
+                slot.cancelled = True
+        for slot in slots:
+            self.adapter.interrupt(slot)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until no task is in flight; whether none is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._slots, timeout_s)
 
     def cancel(self, slot: Slot) -> None:
         """Interrupt a task in flight on purpose: it comes back interrupted and is not stored.

@@ -1,4 +1,4 @@
-"""``/healthz`` (the agent's loops are alive), ``/readyz`` (runtime ready, not stopping), ``/metrics``."""
+"""``/healthz`` (the agent's loops are alive), ``/readyz`` (runtime ready, not stopping; else why), ``/metrics``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,18 @@ if TYPE_CHECKING:
     from queue_agent.worker import Agent
 
 
+def readiness(agent: Agent) -> tuple[int, bytes]:
+    """200 when the runtime is ready and the agent not stopping; else 503 and why (a runtime without its model)."""
+    if agent.stopping.is_set():
+        return 503, b"not ready: stopping\n"
+    if agent.runtime_ready.is_set():
+        return 200, b"ready\n"
+    reason = agent.runtime_unusable
+    if reason is not None:
+        return 503, f"not ready: the runtime cannot run tasks: {reason}\n".encode()
+    return 503, b"not ready: waiting for the runtime\n"
+
+
 def serve(agent: Agent, host: str, port: int) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -22,8 +34,7 @@ def serve(agent: Agent, host: str, port: int) -> ThreadingHTTPServer:
                 ok = agent.alive() or agent.stopping.is_set()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"loop dead\n")
             elif path == "/readyz":
-                ok = agent.runtime_ready.is_set() and not agent.stopping.is_set()
-                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                self._send(*readiness(agent))
             else:
                 self._send(404, b"not found\n")
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from queue_agent import emf
 from sdeks.contract import RuntimeType
+from sdeks.tasks_table import DEFAULT_ROW_TTL
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, ge=0, le=43200)
     shutdown_grace_s: float = Field(default=25.0, ge=0, description="time SIGTERM leaves the running task")
     claim_check_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    status_ttl_days: int = Field(
+        default=DEFAULT_ROW_TTL.days,
+        ge=1,
+        description="status rows the agent creates expire with the outputs they point at (config output.expire_days)",
+    )
 
     project: str | None = Field(
         default=None, min_length=1, max_length=1024, description="deployment name (Project dimension of task metrics)"

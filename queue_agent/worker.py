@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -68,6 +68,10 @@ WATCH_S = 0.5
 """How often the agent asks whether a running task was cancelled: a cancel interrupts it within about this."""
 PROGRESS_EVERY_S = 1.0
 """At most this often the agent reads the runtime's progress and writes it to the running task's status row."""
+INTERRUPT_WAIT_S = 3.0
+"""Past the grace, how long the agent waits for the interrupted tasks to come back before it exits.
+
+The chart's terminationGracePeriodSeconds leaves at least 5 s beyond the grace (agent.terminationMarginSeconds)."""
 
 
 @dataclass
@@ -92,7 +96,10 @@ class AwsClients:
             sqs=session.client("sqs", config=config),
             s3=session.client("s3", config=config),
             sns=session.client("sns", config=config),
-            table=TaskTable(session.resource("dynamodb", config=config).Table(settings.task_table)),
+            table=TaskTable(
+                session.resource("dynamodb", config=config).Table(settings.task_table),
+                row_ttl=timedelta(days=settings.status_ttl_days),
+            ),
         )
 
 
@@ -133,6 +140,8 @@ class Agent:
 
         self.stopping = threading.Event()
         self.runtime_ready = threading.Event()
+        self.runtime_unusable: str | None = None
+        """Why the runtime, though it answers, cannot run any task (its model is missing); tasks fail with it."""
         self.stopped = threading.Event()
         self._cond = threading.Condition()
         self._held: dict[str, Held] = {}
@@ -224,7 +233,14 @@ class Agent:
         return run
 
     def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop receiving; release prefetched messages now; finish or release what runs; stop."""
+        """Stop receiving; release prefetched messages now; finish or release what runs; stop.
+
+        Spot-safe: the tasks in flight at the runtime get ``grace_s`` (``SDEKS_SHUTDOWN_GRACE_S``)
+        to finish, store and announce. Past it, whatever is left is released with visibility 0 —
+        first, so the finishing side drops a result that comes back afterwards and another pod can
+        take the message at once with one receive spent — then the runtime is told to interrupt
+        those tasks, so the GPU is free and the runtime can exit before the pod's grace runs out.
+        """
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         log.info("shutting down", extra={"grace_s": grace, "held": self.held_count()})
@@ -243,6 +259,10 @@ class Agent:
         for held in left:
             self._release(held, 0)
             self.reporter.report(Outcome.RELEASED_UNFINISHED, held.fields(stage=held.stage.name.lower()))
+        if left:
+            self.lane.abandon()
+            if not self.lane.wait_idle(INTERRUPT_WAIT_S):
+                log.warning("the runtime did not stop the interrupted tasks in time; exiting anyway")
         self.stopped.set()
         self.consumer.close()
         self.lane.close()
@@ -266,17 +286,33 @@ class Agent:
     # --- receiver ---------------------------------------------------------------
 
     def wait_runtime(self) -> bool:
-        """Block until the runtime answers its health probe (or we stop)."""
+        """Block until the runtime is ready, or answers that it never will (or we stop).
+
+        A runtime without its model must not keep a GPU node up for nothing: the agent takes
+        tasks and fails them with the runtime's reason, so the queue drains and the pods and the
+        node scale away; it probes again before every receive and serves once the model is there.
+        """
         logged = False
         while not self.stopping.is_set():
-            if self.adapter.healthy():
+            health = self.adapter.health()
+            if health.ready:
                 if not self.runtime_ready.is_set():
                     log.info("runtime ready", extra={"runtime_url": self.settings.runtime_url})
+                self.runtime_unusable = None
                 self.metrics.ready.set(1)
                 self.metrics.start_clock()
                 self.runtime_ready.set()
                 return True
             self.metrics.ready.set(0)
+            if health.unusable is not None:
+                if health.unusable != self.runtime_unusable:
+                    log.error(
+                        "runtime cannot run tasks; failing them until it can",
+                        extra={"runtime_url": self.settings.runtime_url, "reason": health.unusable},
+                    )
+                self.runtime_unusable = health.unusable
+                return True
+            self.runtime_unusable = None
             if not logged:
                 log.info("waiting for the runtime", extra={"runtime_url": self.settings.runtime_url})
                 logged = True
@@ -389,10 +425,18 @@ class Agent:
                     held.verdict = held.verdict or Verdict.CANCELLED
                     self._to_finish(held)
                 continue
-            if not self.runtime_ready.is_set():
-                self.stopping.wait(0.2)
-                continue
             assert held.job is not None
+            if not self.runtime_ready.is_set():
+                reason = self.runtime_unusable
+                if reason is None:
+                    self.stopping.wait(0.2)
+                    continue
+                if not self.adapter.exclusive(held.job):  # a checkpoint switch may name a model it has: it runs
+                    if self._pop(held):
+                        held.error = PermanentError(f"the runtime cannot run tasks: {reason}")
+                        held.verdict = Verdict.REJECTED
+                        self._to_finish(held)
+                    continue
             if not self.lane.wait_room(self.adapter.exclusive(held.job), self.stopping) or held.cancelled:
                 continue  # a task cancelled while it waited for room is finished on the next turn
             if self._pop(held):

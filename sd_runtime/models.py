@@ -14,6 +14,7 @@ pickles are not loaded on purpose (arbitrary code execution).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -120,6 +121,24 @@ def resolve(spec: str, models_dir: Path | None, known: list[ModelRef], allow_pat
         f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",
         {"available": [r.title for r in known]},
     )
+
+
+def missing_model_reason(spec: str, models_dir: Path | None) -> str:
+    """Why ``spec`` cannot be served, naming the file as the operator put it under the models dir.
+
+    The reason leaves the process (health answer, agent logs, task errors): it never carries a
+    server path outside the models dir, only the name relative to it (or the bare file name).
+    """
+    name = spec.strip()
+    path = Path(name)
+    if path.is_absolute() or "/" in name:
+        shown = path.name
+        if models_dir is not None and path.is_absolute():
+            with contextlib.suppress(ValueError):
+                shown = str(path.resolve().relative_to(models_dir.resolve()))
+    else:
+        shown = name
+    return f"model file not found: {shown}"
 
 
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:

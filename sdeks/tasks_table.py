@@ -267,18 +267,26 @@ class TaskTable:
         return True
 
     def mark_succeeded(self, task_id: str, images: list[str], now: datetime | None = None) -> bool:
-        """Record the images unless the task was cancelled meanwhile; ``False`` when it was."""
+        """Record the images unless the task was cancelled meanwhile; ``False`` when it was.
+
+        A row this creates (its earlier writes failed) expires like any other: with ``row_ttl``.
+        """
+        now = now or utcnow()
         try:
             self._table.update_item(
                 Key={TASK_TABLE_KEY: task_id},
-                UpdateExpression="SET #s = :succeeded, finished_at = :now, images = :images REMOVE #e",
+                UpdateExpression=(
+                    "SET #s = :succeeded, finished_at = :now, images = :images, "
+                    f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl) REMOVE #e"
+                ),
                 ConditionExpression="attribute_not_exists(#s) OR #s <> :cancelled",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
                 ExpressionAttributeValues={
                     ":succeeded": "succeeded",
                     ":cancelled": "cancelled",
-                    ":now": _iso(now or utcnow()),
+                    ":now": _iso(now),
                     ":images": images,
+                    ":ttl": int((now + self._row_ttl).timestamp()),
                 },
             )
         except ClientError as exc:
@@ -288,19 +296,27 @@ class TaskTable:
         return True
 
     def mark_failed(self, task_id: str, error: str, now: datetime | None = None) -> bool:
-        """Record a failure unless the task already succeeded or was cancelled; ``False`` when it had."""
+        """Record a failure unless the task already succeeded or was cancelled; ``False`` when it had.
+
+        A task rejected before it ran (published straight to the topic) gets its row here, with ``row_ttl``.
+        """
+        now = now or utcnow()
         try:
             self._table.update_item(
                 Key={TASK_TABLE_KEY: task_id},
-                UpdateExpression="SET #s = :failed, finished_at = :now, #e = :error",
+                UpdateExpression=(
+                    "SET #s = :failed, finished_at = :now, #e = :error, "
+                    f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl)"
+                ),
                 ConditionExpression="attribute_not_exists(#s) OR NOT #s IN (:succeeded, :cancelled)",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
                 ExpressionAttributeValues={
                     ":failed": "failed",
                     ":succeeded": "succeeded",
                     ":cancelled": "cancelled",
-                    ":now": _iso(now or utcnow()),
+                    ":now": _iso(now),
                     ":error": error[:2000],
+                    ":ttl": int((now + self._row_ttl).timestamp()),
                 },
             )
         except ClientError as exc:

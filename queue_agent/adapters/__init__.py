@@ -9,6 +9,8 @@ ran out of time) and returns a :class:`RuntimeResult`. Both raise
 task on the runtime; ``exclusive`` says a task must have the runtime to itself;
 ``progress`` reports how far the executing task is (``None`` where the runtime
 cannot say: ComfyUI for now).
+``health`` says whether the runtime can take tasks, and if it answers but never
+will (its model file is missing), why.
 """
 
 from __future__ import annotations
@@ -22,13 +24,22 @@ from queue_agent.errors import PermanentError, RuntimeTimeout, RuntimeUnavailabl
 from queue_agent.fetch import InputFetcher
 from queue_agent.lane import Slot
 from queue_agent.messages import Job
-from sdeks.contract import RuntimeType, TaskProgress
+from sdeks.contract import RuntimeType, TaskProgress, no_model_reason
 
 
 @dataclass
 class RuntimeResult:
     images: list[bytes]
     info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the runtime's health probe said."""
+
+    ready: bool
+    unusable: str | None = None
+    """The runtime answers but cannot run any task (its model is missing or failed to load): why."""
 
 
 class Adapter(Protocol):
@@ -44,7 +55,7 @@ class Adapter(Protocol):
         """How far the runtime is with ``slot`` (the executing task); ``None`` when it cannot say."""
         ...
 
-    def healthy(self) -> bool: ...
+    def health(self) -> Health: ...
 
     def close(self) -> None: ...
 
@@ -75,11 +86,18 @@ class HttpAdapter:
     def close(self) -> None:
         self.client.close()
 
-    def healthy(self) -> bool:
+    def health(self) -> Health:
         try:
-            return self.client.get(self.health_path, timeout=3.0).is_success
+            resp = self.client.get(self.health_path, timeout=3.0)
         except httpx.HTTPError:
-            return False
+            return Health(ready=False)
+        if resp.is_success:
+            return Health(ready=True)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        return Health(ready=False, unusable=no_model_reason(body))
 
 
 def classify_response(resp: httpx.Response, what: str) -> None:

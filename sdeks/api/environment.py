@@ -8,7 +8,7 @@ needs the deployment config, which the Lambda must not import.
 
 from __future__ import annotations
 
-from sdeks.api.settings import DEFAULT_PRESIGN_EXPIRES_S, ApiSettings
+from sdeks.api.settings import ApiSettings
 from sdeks.config import Config
 
 
@@ -20,13 +20,13 @@ def api_environment(
     output_bucket: str,
     public_base_url: str | None = None,
     webhook_allow_loopback: bool = False,
-    presign_images: bool = False,
-    presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S,
+    presign_images: bool | None = None,
+    presign_expires_s: int | None = None,
 ) -> dict[str, str]:
     """``SDEKS_*`` variables for the API of ``config`` wired to these resources (names or CDK tokens).
 
-    ``presign_images``/``presign_expires_s``: whether every status carries presigned image URLs, and
-    for how long they are valid (until the deployment config names them, its defaults: off, 1 hour).
+    ``presign_images``/``presign_expires_s`` override the config's ``output`` settings of the same
+    names (whether every status carries presigned image URLs, and for how long they are valid).
     """
     # Every field is given, so nothing of the caller's own environment (a settings source) leaks in.
     settings = ApiSettings(
@@ -35,8 +35,8 @@ def api_environment(
         tasks_topic_arn=tasks_topic_arn,
         task_table=task_table,
         output_bucket=output_bucket,
-        presign_images=presign_images,
-        presign_expires_s=presign_expires_s,
+        presign_images=config.output.presign_images if presign_images is None else presign_images,
+        presign_expires_s=config.output.presign_expires_s if presign_expires_s is None else presign_expires_s,
         status_ttl_days=config.output.expire_days,
         public_base_url=public_base_url,
         webhook_allow_loopback=webhook_allow_loopback,

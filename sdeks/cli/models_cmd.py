@@ -177,8 +177,8 @@ def list_models(
         if location.checkpoint and location.checkpoint not in entries:
             missing.append(name)
             out.print(
-                f"[red]missing[/red]: {location.checkpoint} — runtime {name} cannot start; push it with"
-                f" `sdeks models push FILE --runtime {name} --stack {stack}`",
+                f"[red]missing[/red]: {location.checkpoint} — runtime {name} fails its tasks until it is there;"
+                f" push it with `sdeks models push FILE --runtime {name} --stack {stack}`",
                 highlight=False,
             )
     if missing:

@@ -144,7 +144,15 @@ class Runtime(_Strict):
     scaling: Scaling = Field(default_factory=Scaling)
     task_timeout_s: int = Field(default=300, ge=10, le=3600)
     max_receive_count: int = Field(default=3, ge=1, le=20, description="deliveries before the DLQ")
-    prefetch: int = Field(default=1, ge=0, le=8, description="tasks received ahead of the running one")
+    prefetch: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description=(
+            "tasks received and prepared beyond the two in flight at the runtime (the executing one and the next, "
+            "waiting at the runtime); 0: one task at a time"
+        ),
+    )
     shutdown_grace_s: int = Field(
         default=SPOT_SAFE_SHUTDOWN_GRACE_S,
         ge=0,
@@ -207,6 +215,12 @@ class Api(_Strict):
 class Output(_Strict):
     bucket: str | None = Field(default=None, pattern=_BUCKET_PATTERN, description="created when absent")
     expire_days: int = Field(default=30, ge=1, le=3650, description="outputs are deleted after this many days")
+    presign_images: bool = Field(
+        default=False, description="every task status carries presigned HTTPS URLs of its images (image_urls)"
+    )
+    presign_expires_s: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="lifetime of presigned URLs (SigV4 allows a week)"
+    )
 
 
 class Inputs(_Strict):

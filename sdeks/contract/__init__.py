@@ -28,6 +28,7 @@ from sdeks.contract.content import (
     Txt2ImgContent,
 )
 from sdeks.contract.errors import describe, error_body, summarize, validation_error_body
+from sdeks.contract.health import RUNTIME_LOADING, RUNTIME_NO_MODEL, no_model_reason
 from sdeks.contract.images import ImageRef, ParsedImageRef, parse_image_ref
 from sdeks.contract.keys import (
     CLAIMS_PREFIX,
@@ -93,6 +94,8 @@ __all__ = [
     "Route",
     "checkpoint_key",
     "filter_policy",
+    "RUNTIME_LOADING",
+    "RUNTIME_NO_MODEL",
     "RUNTIME_TYPES",
     "TASK_TYPES",
     "TASK_TABLE_KEY",
@@ -153,6 +156,7 @@ __all__ = [
     "image_key",
     "info_key",
     "json_schema",
+    "no_model_reason",
     "output_prefix",
     "parse_image_ref",
     "s3_uri",

@@ -24,11 +24,14 @@ def agent_env(
     *,
     port: int = 9095,
     inputs: Inputs | None = None,
+    status_ttl_days: int | None = None,
     **overrides: Any,
 ) -> dict[str, str]:
     """``SDEKS_*``/``AWS_*`` variables for one agent serving ``runtime_name``.
 
-    ``overrides`` are further settings by field name (``wait_time_s=1`` →
+    ``inputs`` and ``status_ttl_days`` (the config's ``output.expire_days``) come from the deployment
+    config, as the chart's values do (:func:`sdeks.config.helm_values.helm_values`); unset, the agent's
+    defaults apply. ``overrides`` are further settings by field name (``wait_time_s=1`` →
     ``SDEKS_WAIT_TIME_S=1``; a list becomes a comma-separated value).
     """
     env = {
@@ -49,6 +52,8 @@ def agent_env(
         env["SDEKS_ALLOWED_INPUT_HOSTS"] = ",".join(inputs.allowed_hosts)
         env["SDEKS_INPUT_MAX_BYTES"] = str(inputs.max_bytes)
         env["SDEKS_INPUT_TIMEOUT_S"] = str(inputs.timeout_s)
+    if status_ttl_days is not None:
+        env["SDEKS_STATUS_TTL_DAYS"] = str(status_ttl_days)
     for name, value in overrides.items():
         if isinstance(value, (list, tuple)):
             value = ",".join(value)

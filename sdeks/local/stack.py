@@ -200,6 +200,7 @@ class LocalStack:
                             runtime.type,
                             port=agent_port,
                             inputs=self.config.inputs,
+                            status_ttl_days=self.config.output.expire_days,
                             agent_host=HOST,
                             prefetch=runtime.prefetch,
                             task_timeout_s=runtime.task_timeout_s,

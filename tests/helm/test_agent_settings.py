@@ -37,6 +37,7 @@ EVERY_OPTIONAL_VALUE = {
         "backoffBaseSeconds": 2.5,
         "backoffMaxSeconds": 600,
         "claimCheckMaxBytes": 16777216,
+        "statusTtlDays": 7,
     },
 }
 
@@ -81,6 +82,7 @@ def test_chart_sets_exactly_the_agents_settings(helm_template, monkeypatch):
     assert (settings.log_level, settings.wait_time_s, settings.visibility_s) == ("DEBUG", 0, 90)
     assert (settings.backoff_base_s, settings.backoff_max_s, settings.claim_check_max_bytes) == (2.5, 600, 16777216)
     assert (settings.agent_host, settings.agent_port, settings.aws_region) == ("0.0.0.0", 9095, "us-west-2")
+    assert settings.status_ttl_days == 7
 
 
 def test_task_metric_records_go_to_the_cloudwatch_agent_under_the_project(helm_template):

@@ -155,6 +155,7 @@ def test_two_runtimes_from_config(name, helm_template, manifest_validator):
     assert agent["SDEKS_INPUT_TIMEOUT_S"] == "10"
     assert spec["terminationGracePeriodSeconds"] == runtime.shutdown_grace_s + 15 < SPOT_NOTICE_S
     assert agent["SDEKS_SHUTDOWN_GRACE_S"] == str(runtime.shutdown_grace_s)
+    assert agent["SDEKS_STATUS_TTL_DAYS"] == str(config.output.expire_days)
     assert spec["serviceAccountName"] == f"sdeks-{name}"
     assert spec["nodeSelector"]["karpenter.sh/nodepool"] == f"sdeks-{name}"
 
@@ -218,13 +219,15 @@ def test_runtime_is_native_sidecar_agent_is_main(helm_template):
     assert spec["containers"][0]["command"] == ["python", "-m", "queue_agent"]
 
 
-def test_runtime_probes_cover_model_load(helm_template):
+def test_runtime_probes_keep_a_runtime_without_its_model_running(helm_template):
+    """Startup and liveness probe the process (/livez), readiness the model (/healthz): a missing
+    checkpoint makes the pod unready with a reason, never a restart loop on a GPU node."""
     runtime = container(pod_spec(helm_template()), "runtime")
     startup = runtime["startupProbe"]
-    assert startup["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert startup["httpGet"] == {"path": "/livez", "port": "http"}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
     assert runtime["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert runtime["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert runtime["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert runtime["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
 
 
@@ -246,18 +249,28 @@ def test_runtime_env_and_gpu(helm_template):
 def test_runtime_type_sets_health_path(helm_template):
     spec = pod_spec(helm_template({"runtime": {"type": "comfyui"}}))
     runtime = container(spec, "runtime")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert runtime[probe]["httpGet"]["path"] == "/system_stats"
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/system_stats"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert runtime[probe]["httpGet"]["path"] == "/livez"
     assert "SDEKS_RUNTIME_HEALTH_PATH" not in env(container(spec, "agent"))
 
 
 def test_runtime_command_and_health_override(helm_template):
-    values = {"runtime": {"command": ["/start.sh"], "args": ["--port", "8080"], "healthPath": "/ping", "compile": True}}
+    values = {
+        "runtime": {
+            "command": ["/start.sh"],
+            "args": ["--port", "8080"],
+            "healthPath": "/ping",
+            "livenessPath": "/alive",
+            "compile": True,
+        }
+    }
     spec = pod_spec(helm_template(values))
     runtime = container(spec, "runtime")
     assert runtime["command"] == ["/start.sh"]
     assert runtime["args"] == ["--port", "8080"]
-    assert runtime["startupProbe"]["httpGet"]["path"] == "/ping"
+    assert runtime["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert runtime["startupProbe"]["httpGet"]["path"] == runtime["livenessProbe"]["httpGet"]["path"] == "/alive"
     assert env(runtime)["SD_COMPILE"] == "1"
     assert env(container(spec, "agent"))["SDEKS_RUNTIME_HEALTH_PATH"] == "/ping"
     assert "command" not in container(pod_spec(helm_template({"runtime": {"command": []}})), "runtime")
@@ -293,6 +306,7 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_SHUTDOWN_GRACE_S": "90",
         "SDEKS_PROJECT": "sdeks",
         "SDEKS_EMF_ENDPOINT": "tcp://cloudwatch-agent.amazon-cloudwatch:25888",
+        "SDEKS_STATUS_TTL_DAYS": "30",
         "SDEKS_AGENT_PORT": "9095",
         "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",

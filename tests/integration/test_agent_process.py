@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import time
 
 import pytest
@@ -169,6 +170,54 @@ def test_sigterm_past_grace_releases_task_and_prefetched(stack, fake_runtime, st
     start_agent(stack.resources, fake_runtime.url)
     stack.wait_events(first)
     stack.wait_events(second)
+
+
+def test_sigterm_task_longer_than_grace_is_interrupted_released_and_completed_elsewhere(
+    stack, fake_runtime, start_agent
+):
+    """Spot notice: the prefetched task goes back at once, the running ones after the grace, interrupted."""
+    grace_s = 3
+    fake_runtime.delay_s = 30  # far longer than the grace
+    agent = start_agent(stack.resources, fake_runtime.url, shutdown_grace_s=grace_s, prefetch=1)
+    ids = [stack.publish(task_message()) for _ in range(3)]
+    # one executing, one waiting at the runtime, one prepared ahead (received, never sent)
+    wait_until(lambda: len(fake_runtime.generation_calls()) == 2)
+    agent.wait_logged("task received", count=3)
+    terminated = time.monotonic()
+    agent.proc.send_signal(signal.SIGTERM)
+
+    # the prefetched message is visible again while the running task still has its grace
+    wait_until(lambda: stack.queue_counts()[0] >= 1, timeout=grace_s, interval=0.05)
+    assert agent.proc.poll() is None, "the prefetched message went back only when the agent exited"
+    (prefetched,) = agent.logged("releasing prefetched task")
+
+    assert agent.proc.wait(grace_s + 10) == 0
+    took = time.monotonic() - terminated
+    assert grace_s <= took < grace_s + 5, f"exited {took:.1f}s after SIGTERM (grace {grace_s}s)"
+    released = {e["task_id"] for e in agent.logged("releasing unfinished task")}
+    assert released | {prefetched["task_id"]} == set(ids)
+    assert ("POST", "/sdapi/v1/interrupt", None) in fake_runtime.requests, "the runtime was not interrupted"
+    # both generations stopped before the agent left: the executing one and the one waiting behind it
+    executed = [end - start for start, end in fake_runtime.busy]
+    assert len(executed) == 2 and max(executed) < 20, f"an interrupted generation ran on: {executed}"
+    # visibility 0: all three are back at once, not after the 30 s visibility timeout
+    wait_until(lambda: stack.queue_counts() == (3, 0), timeout=3)
+
+    fake_runtime.delay_s = 0
+    start_agent(stack.resources, fake_runtime.url)
+    for task_id in ids:
+        (event,) = stack.wait_events(task_id, timeout=30)
+        assert event["status"] == "succeeded"
+        assert event["attempt"] == 2, "a receive beyond the one the stopped agent spent"
+    wait_until(lambda: stack.queue_counts() == (0, 0))
+    time.sleep(1.5)
+    stack.poll_events()
+    for task_id in ids:
+        assert len([e for e in stack.events if e["id"] == task_id]) == 1, "announced twice"
+        assert stack.keys(f"output/{task_id}/") == [
+            f"output/{task_id}/{task_id}-1.png",
+            f"output/{task_id}/{task_id}.json",
+        ], "an interrupted result was stored"
 
 
 def test_kill_9_mid_task_another_agent_completes(stack, fake_runtime, start_agent):

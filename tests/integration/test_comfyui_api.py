@@ -410,7 +410,7 @@ def test_queue_agent_comfyui_adapter_against_the_server(sd_runtime_url):
     job = Job(task_id="cf-1", runtime="comfy", submitted_at=datetime.now(UTC), task=task)
     adapter = ComfyUIAdapter(sd_runtime_url, timeout_s=60)
     try:
-        assert adapter.healthy()
+        assert adapter.health().ready
         adapter.prepare(job, None)  # type: ignore[arg-type]  (pipeline tasks fetch nothing)
         result = adapter.run(job)
         assert len(result.images) == 1

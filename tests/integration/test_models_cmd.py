@@ -94,7 +94,7 @@ def test_list_shows_what_each_runtime_finds_and_a_missing_checkpoint(deployed, t
     stack, _bucket = deployed
     before = run(tmp_path, "list", "--stack", stack)
     assert before.returncode == 1
-    assert "missing: m.safetensors — runtime sd cannot start" in before.stdout
+    assert "missing: m.safetensors — runtime sd fails its tasks until it is there" in before.stdout
     checkpoint = tmp_path / "m.safetensors"
     checkpoint.write_bytes(b"x" * 2048)
     assert run(tmp_path, "push", str(checkpoint), "--runtime", "sd", "--stack", stack).returncode == 0

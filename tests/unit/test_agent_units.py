@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from queue_agent.adapters import Health
 from queue_agent.adapters.comfyui import ComfyUIAdapter
 from queue_agent.adapters.sdwebui import SdWebUIAdapter, build_payload
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
@@ -88,7 +89,7 @@ def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
 def test_sdwebui_adapter_against_fake_runtime(fake_runtime):
     adapter = SdWebUIAdapter(fake_runtime.url, timeout_s=5)
     fetcher = _NoFetch(s3=None, allowed_buckets=frozenset(), allowed_hosts=())
-    assert adapter.healthy()
+    assert adapter.health().ready
     job = _job(
         {"prompt": "x", "batch_size": 3, "alwayson_scripts": {"sd_model_checkpoint": "tiny-sd"}}, "text-to-image"
     )
@@ -114,7 +115,7 @@ def test_sdwebui_adapter_against_fake_runtime(fake_runtime):
     down = SdWebUIAdapter(f"http://127.0.0.1:{free_port()}", timeout_s=5)
     with pytest.raises(RuntimeUnavailable):
         down.run(job)
-    assert not down.healthy()
+    assert down.health() == Health(ready=False)
 
 
 def _pipeline_job(graph):
@@ -130,7 +131,7 @@ GRAPH = {
 
 def test_comfyui_adapter(fake_runtime):
     adapter = ComfyUIAdapter(fake_runtime.url, timeout_s=5)
-    assert adapter.healthy()
+    assert adapter.health().ready
     fake_runtime.delay_s = 0.3
     job = _pipeline_job(GRAPH)
     adapter.prepare(job, None)
@@ -159,11 +160,18 @@ def test_settings_from_agent_env(monkeypatch):
         aws_endpoint_url = "http://127.0.0.1:5000"
         region = "eu-west-1"
 
-    env = agent_env(R(), "rt", "http://127.0.0.1:7860", allowed_input_hosts=["a.example.com", "*.b.com"], prefetch=2)
+    env = agent_env(
+        R(),
+        "rt",
+        "http://127.0.0.1:7860",
+        status_ttl_days=9,
+        allowed_input_hosts=["a.example.com", "*.b.com"],
+        prefetch=2,
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     settings = Settings()
-    assert settings.queue_url == "http://q" and settings.prefetch == 2
+    assert settings.queue_url == "http://q" and settings.prefetch == 2 and settings.status_ttl_days == 9
     assert settings.allowed_input_hosts == ["a.example.com", "*.b.com"]
     assert settings.input_buckets == frozenset({"out"}) and settings.aws_region == "eu-west-1"
     assert settings.health_path == "/healthz"

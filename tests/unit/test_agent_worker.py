@@ -20,7 +20,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from queue_agent.adapters import RuntimeResult
+from queue_agent.adapters import Health, RuntimeResult
 from queue_agent.consumer import SqsConsumer
 from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.lane import RuntimeLane, Slot
@@ -29,7 +29,7 @@ from queue_agent.settings import Settings
 from queue_agent.storage import Storage
 from queue_agent.worker import Agent, AwsClients
 from sdeks.config import TASK_TABLE_KEY
-from sdeks.contract import TERMINAL_STATES, event_key
+from sdeks.contract import TASK_TABLE_TTL_ATTRIBUTE, TERMINAL_STATES, event_key
 from sdeks.tasks_table import TaskTable
 from tests.fixtures.agent import PNG_1x1, task_message
 
@@ -47,6 +47,7 @@ class GpuAdapter:
     max_calls_in_flight: int = 0
     interrupted: list[str] = field(default_factory=list)
     block: threading.Event | None = None
+    health_now: Health = field(default_factory=lambda: Health(ready=True))
     _gpu: threading.Lock = field(default_factory=threading.Lock)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,8 +57,8 @@ class GpuAdapter:
     def exclusive(self, job: Job) -> bool:
         return False
 
-    def healthy(self) -> bool:
-        return True
+    def health(self) -> Health:
+        return self.health_now
 
     def close(self) -> None:
         pass
@@ -470,3 +471,60 @@ def test_heartbeat_keeps_every_held_message_invisible_and_release_gives_it_back(
     assert aws.counts() == (1, 2)
     consumer.beat()  # a released message is not hidden again
     assert aws.counts() == (1, 2)
+
+
+def test_status_rows_the_agent_creates_expire_after_the_configured_days(aws):
+    """A task published straight to the topic has no row: the agent creates it with the configured TTL."""
+    settings = Settings(
+        queue_url=aws.queue_url,
+        runtime_name="sdruntime",
+        output_bucket=aws.bucket,
+        results_topic_arn=aws.topic_arn,
+        task_table="tasks",
+        status_ttl_days=3,
+        aws_region=REGION,
+    )
+    clients = AwsClients.from_settings(settings)
+    before = time.time()
+    # running first; or failed / succeeded straight away (rejected before it ran, earlier writes lost)
+    clients.table.mark_running("t-ttl", "sdruntime", 1)
+    clients.table.mark_failed("t-rejected", "invalid content")
+    clients.table.mark_succeeded("t-done", ["s3://out/output/t-done/t-done-1.png"])
+    for task_id in ("t-ttl", "t-rejected", "t-done"):
+        expires = int(aws.row(task_id)[TASK_TABLE_TTL_ATTRIBUTE])
+        assert before + 3 * 86400 - 5 <= expires <= time.time() + 3 * 86400 + 5, task_id
+
+
+def test_runtime_without_its_model_fails_tasks_with_its_reason_and_drains_the_queue(aws, make_agent):
+    from queue_agent.server import readiness
+
+    reason = "model file not found: v1-5.safetensors"
+    gpu = GpuAdapter(health_now=Health(ready=False, unusable=reason))
+    sent = [aws.send()["id"] for _ in range(3)]
+    agent = make_agent(gpu)
+    events = aws.events(3)
+    assert sorted(e["id"] for e in events) == sorted(sent)
+    assert all(e["status"] == "failed" and reason in e["error"] for e in events)
+    assert all(aws.row(task_id)["status"] == "failed" for task_id in sent)
+    wait_for(lambda: aws.counts() == (0, 0))
+    assert gpu.order == [], "a task was sent to a runtime without its model"
+    code, body = readiness(agent)
+    assert code == 503 and reason.encode() in body
+
+    # the model arrives: the agent probes again before its next receive and runs tasks
+    gpu.health_now = Health(ready=True)
+    ok = aws.send()["id"]
+    (event,) = aws.events(1)
+    assert event["id"] == ok and event["status"] == "succeeded"
+    assert readiness(agent) == (200, b"ready\n")
+
+
+def test_runtime_still_loading_is_waited_for_not_failed(aws, make_agent):
+    gpu = GpuAdapter(health_now=Health(ready=False))
+    msg = aws.send()
+    make_agent(gpu)
+    time.sleep(1.5)
+    assert aws.events(1, timeout=0.5) == [] and aws.counts() == (1, 0), "taken while the runtime loads"
+    gpu.health_now = Health(ready=True)
+    (event,) = aws.events(1)
+    assert event["id"] == msg["id"] and event["status"] == "succeeded"

@@ -82,3 +82,13 @@ def test_status_row_expires_with_the_outputs(api, monkeypatch):
     assert api.submit(txt2img(task_id="ttl")).status == 202
     row = TaskTable.from_name(api.res.task_table, endpoint_url=api.res.aws_endpoint_url).get_item("ttl")
     assert before + 3 * 86400 - 5 <= int(row[TASK_TABLE_TTL_ATTRIBUTE]) <= datetime.now(UTC).timestamp() + 3 * 86400 + 5
+
+
+def test_presigned_urls_follow_the_config():
+    config = stack_config(
+        [{"name": "sda", "type": "sdwebui"}], output={"presign_images": True, "presign_expires_s": 120}
+    )
+    env = api_environment(config, **RESOURCES, output_bucket="out")
+    assert env["SDEKS_PRESIGN_IMAGES"] == "1" and env["SDEKS_PRESIGN_EXPIRES_S"] == "120"
+    default = api_environment(stack_config([{"name": "sda", "type": "sdwebui"}]), **RESOURCES, output_bucket="out")
+    assert default["SDEKS_PRESIGN_IMAGES"] == "0" and default["SDEKS_PRESIGN_EXPIRES_S"] == "3600"

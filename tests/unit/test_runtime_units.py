@@ -342,3 +342,17 @@ def test_hires_parse_sizes_and_refusals() -> None:
         with pytest.raises(error) as err:
             parse(Txt2ImgContent(**{"enable_hr": True, **bad}))
         assert err.value.message.startswith(next(iter(bad)))
+
+
+def test_missing_model_reason_names_the_file_under_the_models_dir_only(tmp_path):
+    from sd_runtime.models import missing_model_reason
+
+    models = tmp_path / "models"
+    assert missing_model_reason("v1-5.safetensors", models) == "model file not found: v1-5.safetensors"
+    assert missing_model_reason(str(models / "sd" / "v1-5.safetensors"), models) == (
+        "model file not found: sd/v1-5.safetensors"
+    )
+    for outside in ("/srv/secret/place/v1-5.safetensors", "../../etc/v1-5.safetensors"):
+        reason = missing_model_reason(outside, models)
+        assert reason == "model file not found: v1-5.safetensors"
+    assert str(tmp_path) not in missing_model_reason(str(models / "x.safetensors"), None)
