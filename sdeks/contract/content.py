@@ -39,10 +39,17 @@ MAX_SEED = 2**32 - 1
 Dimension = Field(default=512, ge=64, le=2048, multiple_of=8)
 
 
+STRICT = ConfigDict(extra="allow", strict=True)
+"""Content models take JSON types as they are: ``"64"`` is not a width and ``false`` is not a seed.
+
+Lax coercion would let a typo or a client bug render something the user did not ask for.
+"""
+
+
 class AlwaysOnScripts(BaseModel):
     """``alwayson_scripts`` as the AWS sample uses it: a carrier for URLs and the checkpoint."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     image_link: ImageRef | None = Field(
         default=None, description="init image URL (AWS sample convention for image-to-image)"
@@ -53,7 +60,7 @@ class AlwaysOnScripts(BaseModel):
 
 
 class _Sdwebui(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     alwayson_scripts: AlwaysOnScripts | None = None
 
@@ -121,6 +128,8 @@ class ExtraSingleImageContent(_Upscale):
 
 
 class BatchImage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     data: ImageRef
     name: str = Field(default="image", max_length=256)
 
