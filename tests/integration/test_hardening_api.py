@@ -6,6 +6,9 @@ no message on the queue.
 
 from __future__ import annotations
 
+import json
+import re
+
 import boto3
 import httpx
 import pytest
@@ -15,21 +18,37 @@ from tests.fixtures.api import assert_matches_openapi, txt2img
 pytestmark = pytest.mark.slow
 
 
-def _submit(local_api, body) -> tuple[int, dict]:
-    resp = httpx.post(f"{local_api.url}/v1alpha2", headers={"x-api-key": local_api.api_key}, json=body, timeout=30)
-    payload = resp.json()
-    assert_matches_openapi("POST", "/v1alpha2", resp.status_code, payload)
-    return resp.status_code, payload
-
-
-def _nothing_written(local_api, task_id: str) -> None:
-    table = boto3.resource("dynamodb", endpoint_url=local_api.res.aws_endpoint_url).Table(local_api.res.task_table)
-    assert "Item" not in table.get_item(Key={"id": task_id}, ConsistentRead=True)
+def _queued(local_api) -> int:
     sqs = boto3.client("sqs", endpoint_url=local_api.res.aws_endpoint_url)
     attrs = sqs.get_queue_attributes(
         QueueUrl=local_api.res.queues["sdruntime"].url, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
-    assert attrs["ApproximateNumberOfMessages"] == "0"
+    return int(attrs["ApproximateNumberOfMessages"])
+
+
+def _refused(local_api, body) -> dict:
+    """Submit ``body``; it must be a 400 that wrote no status row and published nothing."""
+    before = _queued(local_api)
+    status, payload = _submit(local_api, body)
+    assert status == 400, payload
+    table = boto3.resource("dynamodb", endpoint_url=local_api.res.aws_endpoint_url).Table(local_api.res.task_table)
+    assert "Item" not in table.get_item(Key={"id": body["task"]["metadata"]["id"]}, ConsistentRead=True)
+    assert _queued(local_api) == before
+    return payload
+
+
+def _submit(local_api, body) -> tuple[int, dict]:
+    """POST ``body``; a ``"NESTED:<depth>"`` value is sent as that many nested objects (json.dumps cannot)."""
+    text = re.sub(r'"NESTED:(\d+)"', lambda m: '{"a":' * int(m[1]) + '"x"' + "}" * int(m[1]), json.dumps(body))
+    resp = httpx.post(
+        f"{local_api.url}/v1alpha2",
+        headers={"x-api-key": local_api.api_key, "content-type": "application/json"},
+        content=text,
+        timeout=30,
+    )
+    payload = resp.json()
+    assert_matches_openapi("POST", "/v1alpha2", resp.status_code, payload)
+    return resp.status_code, payload
 
 
 @pytest.mark.parametrize(
@@ -42,7 +61,26 @@ def _nothing_written(local_api, task_id: str) -> None:
     ],
 )
 def test_no_type_coercion(local_api, content, field):
-    status, body = _submit(local_api, txt2img(task_id=f"strict-{field}", **content))
-    assert status == 400, body
+    body = _refused(local_api, txt2img(task_id=f"strict-{field}", **content))
     assert f"task.content.{field}" in body["error"]["message"]
-    _nothing_written(local_api, f"strict-{field}")
+
+
+def _nested(depth: int) -> str:
+    return f"NESTED:{depth}"
+
+
+@pytest.mark.parametrize("depth", [40, 255, 990, 5000])
+def test_deep_nesting_is_400_before_any_write(local_api, depth):
+    """The issue's cases: ~255 gave a 500 after the status row (a retry then stayed queued forever)."""
+    task_id = f"deep-{depth}"
+    body = _refused(local_api, txt2img(task_id=task_id, extension_args=_nested(depth)))
+    assert body["error"]["code"] == "malformed_json"
+    assert "at most 32" in body["error"]["message"]
+    status, _ = _submit(local_api, txt2img(task_id=task_id))
+    assert status == 202, "the id stays free for a corrected retry"
+
+
+def test_depth_limit_leaves_room_for_real_tasks(local_api):
+    """Content fields nested 20 levels (deeper than any A1111 extension's args) are still accepted."""
+    status, body = _submit(local_api, txt2img(task_id="deep-ok", extension_args=_nested(20)))
+    assert status == 202, body
