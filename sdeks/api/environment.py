@@ -30,5 +30,6 @@ def api_environment(
         presign_expires_s=DEFAULT_PRESIGN_EXPIRES_S,
         status_ttl_days=config.output.expire_days,
         public_base_url=public_base_url,
+        max_work={r.name: r.max_work for r in config.runtimes},
     )
     return settings.to_env()

@@ -103,7 +103,8 @@ def openapi_document() -> dict[str, Any]:
                         "400": _error(
                             f"{ErrorCode.MALFORMED_JSON}, {ErrorCode.MALFORMED_BODY}, {ErrorCode.VALIDATION_ERROR} "
                             f"(details name each field), {ErrorCode.UNKNOWN_RUNTIME} (message lists the configured "
-                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}",
+                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.OVER_BUDGET} (the task asks "
+                            "more megapixel-steps than its runtime's max_work)",
                             err,
                         ),
                         "403": forbidden,

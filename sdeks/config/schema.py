@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sdeks.contract.budget import DEFAULT_MAX_WORK
 from sdeks.contract.content import TASKTYPES_BY_RUNTIME_TYPE, RuntimeType
 from sdeks.contract.task import PREFIX_PATTERN, RUNTIME_NAME_PATTERN
 
@@ -114,6 +115,13 @@ class Runtime(_Strict):
     task_timeout_s: int = Field(default=300, ge=10, le=3600)
     max_receive_count: int = Field(default=3, ge=1, le=20, description="deliveries before the DLQ")
     prefetch: int = Field(default=1, ge=0, le=8, description="tasks received ahead of the running one")
+    max_work: float = Field(
+        default=DEFAULT_MAX_WORK,
+        gt=0,
+        le=100_000,
+        description="most megapixel-steps one task may ask for (width × height × steps × images / 10⁶); "
+        "the API refuses more with a 400",
+    )
 
     @property
     def tasktypes(self) -> tuple[str, ...]:

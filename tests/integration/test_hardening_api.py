@@ -84,3 +84,24 @@ def test_depth_limit_leaves_room_for_real_tasks(local_api):
     """Content fields nested 20 levels (deeper than any A1111 extension's args) are still accepted."""
     status, body = _submit(local_api, txt2img(task_id="deep-ok", extension_args=_nested(20)))
     assert status == 202, body
+
+
+def test_compute_budget_is_enforced_with_a_clear_400(local_api):
+    """The issue's freezing task: inside every per-field bound, ~10,000 megapixel-steps in total."""
+    assert local_api.config.runtime("sdruntime").max_work == 800
+    huge = txt2img(task_id="budget-huge", width=2048, height=2048, steps=150, batch_size=16)
+    body = _refused(local_api, huge)
+    assert body["error"]["code"] == "over_budget"
+    message = body["error"]["message"]
+    assert "10066.3 megapixel-steps" in message and "at most 800" in message and "'sdruntime'" in message
+    assert body["error"]["details"] == {"field": "task.content", "work": pytest.approx(10066.329600), "max_work": 800}
+    # img2img counts the steps it runs (steps × denoising_strength), as the runtime does
+    img2img = txt2img(task_id="budget-i2i", width=2048, height=2048, steps=150, denoising_strength=0.3)
+    img2img["task"]["metadata"]["tasktype"] = "image-to-image"
+    img2img["task"]["content"]["init_images"] = ["s3://some-bucket/in.png"]
+    status, answer = _submit(local_api, img2img)
+    assert status == 202, answer  # 4.19 MP × 45 steps = 188.7
+    status, answer = _submit(
+        local_api, txt2img(task_id="budget-edge", width=1024, height=1024, steps=50, batch_size=15)
+    )
+    assert status == 202, answer  # 786 megapixel-steps: inside the default budget
