@@ -11,7 +11,9 @@ dedicated executor thread, in arrival order, while the event loop stays free to
 answer ``/healthz`` and ``/progress``. Progress is written by the pipeline's
 ``callback_on_step_end``; interrupt sets a flag the same callback checks, which
 makes diffusers skip the remaining steps and decode what it has (A1111 returns
-the partially denoised images too).
+the partially denoised images too). If the work is still running after a short
+grace, hooks inside the UNet and VAE stop it mid-step or mid-decode
+(:mod:`sd_runtime.interrupt`), so an interrupt takes effect in bounded time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import asyncio
 import gc
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sd_runtime.errors import NoModelError
+from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
 from sd_runtime.samplers import a1111_scheduler
 from sdeks.contract import MAX_SEED
@@ -111,7 +113,7 @@ class Engine:
         self.loading: str | None = None
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
-        self._interrupt = threading.Event()
+        self._interrupt = InterruptSignal()
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -139,7 +141,14 @@ class Engine:
             self.loading = None
         # SDPA explicitly (flash / memory-efficient kernels on CUDA); a model saved with another
         # processor would otherwise keep it. Not set_default_attn_processor(): that picks the slow classic one.
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        # Long attentions are split so an interrupt can stop them (same SDPA kernels otherwise); the VAE
+        # decodes image by image (same pixels, bounded memory); every block is a hard-stop checkpoint.
+        # A compiled UNet keeps plain SDPA and only the step callback (hooks would break its graph).
+        interruptible = InterruptibleAttnProcessor(self._interrupt)
+        pipe.unet.set_attn_processor(AttnProcessor2_0() if self.compile_unet else interruptible)
+        pipe.vae.set_attn_processor(interruptible)
+        pipe.vae.enable_slicing()
+        install_hooks([pipe.vae] if self.compile_unet else [pipe.unet, pipe.vae], self._interrupt)
         if self.compile_unet:
             pipe.unet = torch.compile(pipe.unet)
         self._pipes = {
@@ -241,8 +250,11 @@ class Engine:
                     kwargs["width"], kwargs["height"] = req.width, req.height
             else:
                 kwargs["width"], kwargs["height"] = req.width, req.height
-            with torch.inference_mode():
-                images.extend(pipe(**kwargs).images)
+            try:
+                with torch.inference_mode():
+                    images.extend(pipe(**kwargs).images)
+            except Interrupted:
+                break
         interrupted = self._interrupt.is_set()
         self._interrupt.clear()
         self.progress = Progress(job_timestamp=self.progress.job_timestamp, interrupted=interrupted)

@@ -34,6 +34,8 @@ ENDPOINTS = {
 }
 CONSUMED_SCRIPT_KEYS = ("image_link", "sd_model_checkpoint")
 IMAGE_FIELDS = ("init_images", "mask", "image", "imageList")
+IDLE_WAIT_S = 30.0
+"""How long a timed-out task waits for the interrupted runtime to go idle (sd_runtime stops within ~3 s)."""
 
 
 def build_payload(job: Job, fetcher: InputFetcher) -> dict[str, Any]:
@@ -118,6 +120,7 @@ class SdWebUIAdapter(HttpAdapter):
         except TransientError as exc:
             if "timed out" in exc.reason:
                 self.interrupt()
+                self.wait_idle()
             raise
         run_s = time.monotonic() - started
         body = json_of(resp, what)
@@ -146,3 +149,22 @@ class SdWebUIAdapter(HttpAdapter):
     def interrupt(self) -> None:
         with contextlib.suppress(httpx.HTTPError):
             self.client.post("/sdapi/v1/interrupt", timeout=3.0)
+
+    def wait_idle(self, limit_s: float = IDLE_WAIT_S) -> bool:
+        """After interrupting a timed-out task, wait until the runtime has stopped it (``/progress``: no job).
+
+        The runtime keeps working after the agent gives up on its answer; without this wait the
+        retry (or the next task) would queue behind the abandoned render. False when it is still
+        busy after ``limit_s`` (the caller's error stays transient: the retry waits its backoff).
+        """
+        deadline = time.monotonic() + limit_s
+        while True:
+            try:
+                state = self.client.get("/sdapi/v1/progress", timeout=3.0).json().get("state") or {}
+            except (httpx.HTTPError, ValueError, AttributeError):
+                return False
+            if not state.get("job"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)

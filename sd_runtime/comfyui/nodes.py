@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from sd_runtime import imageio
 from sd_runtime.errors import RuntimeApiError
+from sd_runtime.interrupt import Interrupted  # ComfyUI's name; the engine's hard stop raises it too
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 MAX_RESOLUTION = 16384
@@ -52,10 +53,6 @@ def check_size(width: int, height: int, batch: int = 1) -> None:
             f"{batch}x{width}x{height} exceeds this runtime's limit of {MAX_PIXELS_OUT} pixels per image "
             f"({MAX_PIXELS_OUT * 4} per batch)"
         )
-
-
-class Interrupted(Exception):  # noqa: N818 (ComfyUI's name for it)
-    """The prompt was interrupted (``POST /interrupt``)."""
 
 
 class NodeExecutionError(Exception):

@@ -32,3 +32,19 @@ def test_too_deep_message_fails_at_once_and_never_reaches_the_runtime(stack, fak
         time.sleep(0.1)
     assert stack.queue_counts() == (0, 0)
     assert stack.queue_counts(stack.queue.dlq_url) == (0, 0)
+
+
+def test_timed_out_task_is_stopped_and_does_not_delay_the_next(stack, sd_runtime_url, start_agent):
+    """The issue's freeze: a task over any sane budget (sent past the API) times out; the agent interrupts the
+    runtime and waits until it is idle, so the next task runs at once instead of behind the abandoned render."""
+    start_agent(stack.resources, sd_runtime_url, task_timeout_s=8)
+    huge = task_message({"prompt": "x", "steps": 150, "width": 2048, "height": 2048, "batch_size": 4})
+    small = task_message({"prompt": "a cat", "steps": 2, "width": 64, "height": 64, "seed": 5})
+    stack.publish(huge)
+    time.sleep(1.0)
+    submitted = time.monotonic()
+    stack.publish(small)
+    (event,) = stack.wait_events(small["id"], timeout=60)
+    waited = time.monotonic() - submitted
+    assert event["status"] == "succeeded"
+    assert waited < 8 + 20, f"the small task waited {waited:.1f}s"

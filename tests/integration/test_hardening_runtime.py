@@ -1,0 +1,52 @@
+"""Hardening of the runtime, through a real ``python -m sd_runtime`` process (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+
+from sd_runtime.interrupt import DEFAULT_GRACE_S
+
+pytestmark = pytest.mark.slow
+
+HUGE = {"prompt": "x", "steps": 150, "width": 2048, "height": 2048, "batch_size": 4, "seed": 1}
+"""One step of this takes minutes on a CPU: only a mid-step stop can end it in bounded time."""
+
+
+def _wait_started(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job"] != "txt2img":
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+
+
+def test_interrupt_stops_inside_a_step_within_bounded_time(sd_runtime_url: str) -> None:
+    result: dict = {}
+
+    def huge() -> None:
+        result["response"] = httpx.post(f"{sd_runtime_url}/sdapi/v1/txt2img", json=HUGE, timeout=600)
+
+    worker = threading.Thread(target=huge)
+    worker.start()
+    _wait_started(sd_runtime_url)
+    time.sleep(0.5)  # inside step 1 now
+    assert httpx.get(f"{sd_runtime_url}/sdapi/v1/progress", timeout=5).json()["state"]["sampling_step"] == 0
+    t_interrupt = time.monotonic()
+    assert httpx.post(f"{sd_runtime_url}/sdapi/v1/interrupt", timeout=5).status_code == 200
+    worker.join(timeout=60)
+    stopped_after = time.monotonic() - t_interrupt
+    assert not worker.is_alive()
+    assert stopped_after < DEFAULT_GRACE_S + 15, stopped_after
+    response = result["response"]
+    assert response.status_code == 200, response.text
+    assert json.loads(response.json()["info"])["interrupted"] is True
+    assert response.json()["images"] == []  # nothing was finished; the render was abandoned mid-step
+    state = httpx.get(f"{sd_runtime_url}/sdapi/v1/progress", timeout=5).json()["state"]
+    assert state["job"] == "", "the runtime is idle again"
+    small = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 3}
+    ok = httpx.post(f"{sd_runtime_url}/sdapi/v1/txt2img", json=small, timeout=120).json()
+    assert json.loads(ok["info"])["interrupted"] is False and len(ok["images"]) == 1
