@@ -69,7 +69,7 @@ def create_app(engine: Engine, initial_model: ModelRef | None = None) -> FastAPI
 def resolve_initial(engine: Engine, model: str | None) -> ModelRef | None:
     """The model to load at startup: ``--model`` (path or name in the models dir), else the first one found."""
     if model:
-        return engine.resolve(model)
+        return engine.resolve(model, allow_paths=True)
     found = engine.models()
     return found[0] if found else None
 

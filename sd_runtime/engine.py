@@ -119,8 +119,9 @@ class Engine:
     def models(self) -> list[ModelRef]:
         return discover(self.models_dir, self._extra)
 
-    def resolve(self, spec: str) -> ModelRef:
-        return resolve(spec, self.models_dir, self.models())
+    def resolve(self, spec: str, allow_paths: bool = False) -> ModelRef:
+        """A model by name; a path only for the operator (``--model`` at startup)."""
+        return resolve(spec, self.models_dir, self.models(), allow_paths=allow_paths)
 
     def load_on_worker(self, ref: ModelRef) -> ModelRef:
         """Worker thread only. Load the new model first so a failed switch keeps the old one."""

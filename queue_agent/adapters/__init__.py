@@ -75,6 +75,8 @@ def _detail(resp: httpx.Response) -> str:
     if isinstance(body, dict):
         for key in ("detail", "error", "message"):
             value = body.get(key)
+            if isinstance(value, dict):  # the contract's error body: its message, never its details (file lists)
+                value = value.get("message")
             if value:
                 text = value if isinstance(value, str) else str(value)
                 return f": {text[:300]}"

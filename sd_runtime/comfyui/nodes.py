@@ -30,6 +30,7 @@ from PIL import Image, ImageOps
 from sd_runtime import imageio
 from sd_runtime.errors import RuntimeApiError
 from sd_runtime.interrupt import Interrupted  # ComfyUI's name; the engine's hard stop raises it too
+from sd_runtime.models import resolve
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 MAX_RESOLUTION = 16384
@@ -259,20 +260,19 @@ def checkpoint_choices(state: Any) -> list[str]:
 
 
 def find_checkpoint(engine: Any, name: str) -> Any | None:
-    """A discovered model by title or model name; never an arbitrary path on disk."""
-    for ref in engine.models():
-        if name in (ref.title, ref.model_name):
-            return ref
+    """A model by name, resolved as the A1111 side does (:func:`sd_runtime.models.resolve`); never a path on disk."""
     if engine.model is not None and name in (engine.model.title, engine.model.model_name):
         return engine.model
-    return None
+    try:
+        return resolve(name, engine.models_dir, engine.models())
+    except RuntimeApiError:
+        return None
 
 
 def checkpoint_loader(ctx: Context, ckpt_name: str) -> tuple:
     ref = find_checkpoint(ctx.engine, ckpt_name)
     if ref is None:
-        available = ", ".join(r.title for r in ctx.engine.models()) or "none"
-        raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found; available: {available}")
+        raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found (GET /object_info lists the choices)")
     ctx.engine.load_on_worker(ref)  # worker thread: the whole prompt runs on it
     pipes = engine_pipes(ctx.engine)
     txt = pipes["txt2img"]

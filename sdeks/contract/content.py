@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from sdeks.contract.images import ImageRef
+from sdeks.contract.names import ModelName, check_model_name
 
 SAMPLERS: tuple[str, ...] = (
     "Euler a",
@@ -54,15 +55,35 @@ class AlwaysOnScripts(BaseModel):
     image_link: ImageRef | None = Field(
         default=None, description="init image URL (AWS sample convention for image-to-image)"
     )
-    sd_model_checkpoint: str | None = Field(
-        default=None, min_length=1, max_length=256, description="checkpoint to switch to"
+    sd_model_checkpoint: ModelName | None = Field(
+        default=None, min_length=1, max_length=256, description="checkpoint to switch to, by name"
     )
+
+
+MODEL_SETTINGS = ("sd_model_checkpoint", "sd_vae")
+"""``override_settings`` keys that pick a file on the runtime: names only."""
 
 
 class _Sdwebui(BaseModel):
     model_config = STRICT
 
     alwayson_scripts: AlwaysOnScripts | None = None
+
+    @model_validator(mode="after")
+    def _models_by_name(self) -> _Sdwebui:
+        overrides = (self.model_extra or {}).get("override_settings")
+        if isinstance(overrides, dict):
+            for key in MODEL_SETTINGS:
+                value = overrides.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise ValueError(f"override_settings.{key} must be a string (a model name)")
+                try:
+                    check_model_name(value)
+                except ValueError as exc:
+                    raise ValueError(f"override_settings.{key}: {exc}") from None
+        return self
 
     @property
     def checkpoint(self) -> str | None:
@@ -112,7 +133,7 @@ class _Upscale(_Sdwebui):
     upscaling_resize: float = Field(default=2.0, ge=1.0, le=8.0)
     upscaling_resize_w: int | None = Field(default=None, ge=64, le=8192)
     upscaling_resize_h: int | None = Field(default=None, ge=64, le=8192)
-    upscaler_1: str = Field(default="Lanczos", min_length=1, max_length=128)
+    upscaler_1: ModelName = Field(default="Lanczos", min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _target_size_complete(self) -> _Upscale:

@@ -48,3 +48,23 @@ def test_timed_out_task_is_stopped_and_does_not_delay_the_next(stack, sd_runtime
     waited = time.monotonic() - submitted
     assert event["status"] == "succeeded"
     assert waited < 8 + 20, f"the small task waited {waited:.1f}s"
+
+
+def test_unknown_checkpoint_event_does_not_list_the_servers_models(stack, sd_runtime_url, start_agent):
+    start_agent(stack.resources, sd_runtime_url)
+    content = {
+        "prompt": "x",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "alwayson_scripts": {"sd_model_checkpoint": "nope"},
+    }
+    msg = task_message(content)
+    stack.publish(msg)
+    (event,) = stack.wait_events(msg["id"], timeout=60)
+    assert event["status"] == "failed" and "'nope' not found" in event["error"]
+    assert "tiny-sd" not in event["error"]
+    path_msg = task_message({**content, "alwayson_scripts": {"sd_model_checkpoint": "/etc/passwd"}})
+    stack.publish(path_msg)
+    (event,) = stack.wait_events(path_msg["id"], timeout=60)
+    assert event["status"] == "failed" and "not by path" in event["error"]

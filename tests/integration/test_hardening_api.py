@@ -105,3 +105,17 @@ def test_compute_budget_is_enforced_with_a_clear_400(local_api):
         local_api, txt2img(task_id="budget-edge", width=1024, height=1024, steps=50, batch_size=15)
     )
     assert status == 202, answer  # 786 megapixel-steps: inside the default budget
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ({"alwayson_scripts": {"sd_model_checkpoint": "/models/other.safetensors"}}, "alwayson_scripts"),
+        ({"alwayson_scripts": {"sd_model_checkpoint": "../../etc/x.safetensors"}}, "alwayson_scripts"),
+        ({"override_settings": {"sd_model_checkpoint": "/etc/passwd"}}, "override_settings.sd_model_checkpoint"),
+        ({"override_settings": {"sd_vae": "..\\vae.pt"}}, "override_settings.sd_vae"),
+    ],
+)
+def test_models_by_name_only(local_api, content, field):
+    body = _refused(local_api, txt2img(task_id=f"path-{abs(hash(str(content)))}", **content))
+    assert field in body["error"]["message"] and "not by path" in body["error"]["message"]

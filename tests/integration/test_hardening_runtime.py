@@ -50,3 +50,17 @@ def test_interrupt_stops_inside_a_step_within_bounded_time(sd_runtime_url: str) 
     small = {"prompt": "x", "steps": 2, "width": 64, "height": 64, "seed": 3}
     ok = httpx.post(f"{sd_runtime_url}/sdapi/v1/txt2img", json=small, timeout=120).json()
     assert json.loads(ok["info"])["interrupted"] is False and len(ok["images"]) == 1
+
+
+def test_checkpoint_paths_are_refused_and_errors_list_no_files(sd_runtime_url: str, tiny_model_dir) -> None:
+    options = f"{sd_runtime_url}/sdapi/v1/options"
+    before = httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-models", timeout=5).json()
+    real_file = str(tiny_model_dir / "tiny-sd.safetensors")  # exists: a path must be refused, not merely missing
+    for spec in (real_file, "../models/tiny-sd", "/etc/passwd"):
+        r = httpx.post(options, json={"sd_model_checkpoint": spec}, timeout=30)
+        assert r.status_code == 422, r.text
+        assert "sd_model_checkpoint" in r.json()["error"]["message"] and "not by path" in r.json()["error"]["message"]
+    r = httpx.post(options, json={"sd_model_checkpoint": "nope.safetensors"}, timeout=30)
+    assert r.status_code == 404 and "tiny-sd" not in r.json()["error"]["message"]
+    assert httpx.get(options, timeout=5).json()["sd_model_checkpoint"] == "tiny-sd"
+    assert httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-models", timeout=5).json() == before
