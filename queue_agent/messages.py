@@ -103,6 +103,7 @@ class Job:
     task: Task
     payload: dict[str, Any] | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:

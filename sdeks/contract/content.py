@@ -4,11 +4,11 @@ The sdwebui content models are the AUTOMATIC1111 API parameter sets, with the
 bounds a user would expect enforced at the front door so a bad task is a 400,
 not a failed GPU job.
 
-Unknown content fields are *kept* (``extra="allow"``) and forwarded verbatim to
-the runtime. A1111 has hundreds of optional parameters (``override_settings``,
-``enable_hr``, extension args ...); dropping the ones we do not model would
-silently change what a stock A1111 runtime renders. The sdeks runtime ignores
-fields it does not implement and lists them in ``info.ignored_fields``.
+Unknown content fields are *kept* (``extra="allow"``) so a task round-trips (its
+fingerprint, the claim check), but they are never forwarded: a stock A1111 runtime
+would act on them (an extension's image URL, ``override_settings.outdir_samples``),
+so the queue agent sends only the fields modelled here and lists the others as
+``ignored_fields`` in the task's info.
 """
 
 from __future__ import annotations

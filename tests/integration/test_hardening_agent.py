@@ -68,3 +68,28 @@ def test_unknown_checkpoint_event_does_not_list_the_servers_models(stack, sd_run
     stack.publish(path_msg)
     (event,) = stack.wait_events(path_msg["id"], timeout=60)
     assert event["status"] == "failed" and "not by path" in event["error"]
+
+
+def test_only_modelled_fields_reach_the_runtime(stack, fake_runtime, start_agent):
+    """The issue's examples: an extension's image URL at the metadata address and an output dir override."""
+    start_agent(stack.resources, fake_runtime.url)
+    content = {
+        "prompt": "a cat",
+        "steps": 2,
+        "width": 64,
+        "height": 64,
+        "enable_hr": True,
+        "override_settings": {"outdir_samples": "/etc"},
+        "alwayson_scripts": {"controlnet": {"args": [{"image": "http://169.254.169.254/latest/meta-data/"}]}},
+    }
+    msg = task_message(content)
+    stack.publish(msg)
+    (event,) = stack.wait_events(msg["id"])
+    assert event["status"] == "succeeded"
+    [(path, body)] = fake_runtime.generation_calls()
+    assert path == "/sdapi/v1/txt2img"
+    assert {"enable_hr", "override_settings", "alwayson_scripts"}.isdisjoint(body)
+    assert "169.254" not in json.dumps(body)
+    info_key = event["output_url"].split("/", 3)[3]
+    info = json.loads(stack.s3.get_object(Bucket=stack.resources.output_bucket, Key=info_key)["Body"].read())
+    assert info["ignored_fields"] == ["enable_hr", "override_settings", "alwayson_scripts.controlnet"]

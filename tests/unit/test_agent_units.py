@@ -60,7 +60,7 @@ def _job(content, tasktype):
     return parse(json.dumps(task_message(content, tasktype=tasktype)), SDWEBUI)
 
 
-def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
+def test_payload_replaces_only_known_image_fields_and_forwards_only_modelled_fields():
     fetcher = _NoFetch(s3=None, allowed_buckets=frozenset({"bkt"}), allowed_hosts=())
     job = _job(
         {
@@ -77,7 +77,8 @@ def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
     payload = build_payload(job, fetcher)
     assert payload["init_images"] == [PNG_B64] and payload["mask"] == PNG_B64
     assert payload["prompt"] == "s3://bkt/not-an-image-field"
-    assert payload["alwayson_scripts"] == {"controlnet": {"args": []}}
+    assert "alwayson_scripts" not in payload  # consumed, and unmodelled scripts are not forwarded (issue 20)
+    assert job.ignored == ["alwayson_scripts.controlnet"]
     assert job.inputs == {"alwayson_scripts.image_link": "s3://bkt/in.png", "mask": "s3://bkt/mask.png"}
     batch = _job({"imageList": [{"data": "s3://bkt/1.png", "name": "one"}, {"data": PNG_B64}]}, "extra-batch-images")
     assert [i["data"] for i in build_payload(batch, fetcher)["imageList"]] == [PNG_B64, PNG_B64]
