@@ -394,7 +394,7 @@ def vae_encode(ctx: Context, pixels: Any, vae: Vae) -> tuple:
 
 
 def load_image(ctx: Context, image: str) -> tuple:
-    data = ctx.files.load_input(image)
+    data = ctx.files.load_input(image, ctx.prompt_id)
     if data is None:
         raise NodeExecutionError(f"image {image!r} was not uploaded (POST /upload/image) and is not base64")
     try:
@@ -438,7 +438,7 @@ def _save(ctx: Context, images: Any, prefix: str, kind: str) -> dict[str, Any]:
     results = []
     for img in image_to_pil(images):
         filename = ctx.files.next_name(kind, subfolder, base)
-        ctx.files.put(kind, subfolder, filename, png_bytes(img, ctx.prompt))
+        ctx.files.put(kind, subfolder, filename, png_bytes(img, ctx.prompt), owner=ctx.prompt_id)
         results.append({"filename": filename, "subfolder": subfolder, "type": kind})
     return {"images": results}
 

@@ -64,3 +64,21 @@ def test_checkpoint_paths_are_refused_and_errors_list_no_files(sd_runtime_url: s
     assert r.status_code == 404 and "tiny-sd" not in r.json()["error"]["message"]
     assert httpx.get(options, timeout=5).json()["sd_model_checkpoint"] == "tiny-sd"
     assert httpx.get(f"{sd_runtime_url}/sdapi/v1/sd-models", timeout=5).json() == before
+
+
+def test_comfyui_prompt_cannot_load_another_prompts_output(sd_runtime_url: str) -> None:
+    from tests.integration.test_comfyui_api import default_workflow, img2img_workflow, run
+
+    with httpx.Client(base_url=sd_runtime_url, timeout=60) as client:
+        _, entry = run(client, default_workflow(seed=11))
+        [ref] = entry["outputs"]["9"]["images"]
+        assert ref["type"] == "output"
+        name = f"{ref['subfolder']}/{ref['filename']}" if ref["subfolder"] else ref["filename"]
+        resp = client.post("/prompt", json={"prompt": img2img_workflow(f"{name} [output]"), "client_id": "other"})
+        assert resp.status_code == 400, resp.text
+        assert "10" in resp.json()["node_errors"]  # the LoadImage node, named
+        # the file is still there for its own client (the agent) to fetch
+        view = client.get(
+            "/view", params={"filename": ref["filename"], "subfolder": ref["subfolder"], "type": "output"}
+        )
+        assert view.status_code == 200
