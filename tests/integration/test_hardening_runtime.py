@@ -82,3 +82,24 @@ def test_comfyui_prompt_cannot_load_another_prompts_output(sd_runtime_url: str) 
             "/view", params={"filename": ref["filename"], "subfolder": ref["subfolder"], "type": "output"}
         )
         assert view.status_code == 200
+
+
+def test_chart_probe_reaches_the_loopback_runtime(sd_runtime_url: str, helm_template) -> None:
+    """The chart binds the runtime to 127.0.0.1 and probes it from inside the container: the rendered
+    exec probe succeeds against a real runtime on loopback and fails when nothing listens."""
+    import subprocess
+    import sys
+
+    from tests.helm.test_chart import container, env, pod_spec
+
+    port = int(sd_runtime_url.rsplit(":", 1)[1])
+    runtime = container(pod_spec(helm_template({"runtime": {"port": port}})), "runtime")
+    assert env(runtime)["SD_HOST"] == "127.0.0.1"
+    command = runtime["startupProbe"]["exec"]["command"]
+    assert command[0] == "python"
+    assert subprocess.run([sys.executable, *command[1:]], timeout=30).returncode == 0
+    from tests.fixtures.aws import free_port
+
+    closed = container(pod_spec(helm_template({"runtime": {"port": free_port()}})), "runtime")
+    probe = closed["livenessProbe"]["exec"]["command"]
+    assert subprocess.run([sys.executable, *probe[1:]], capture_output=True, timeout=30).returncode != 0
