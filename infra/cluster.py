@@ -153,7 +153,12 @@ class Cluster(Construct):
             security_group=self.node_security_group,
             default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
             default_capacity=0,
-            endpoint_access=eks.EndpointAccess.PUBLIC_AND_PRIVATE,
+            # Private unless the config names the networks that may reach the API from outside.
+            endpoint_access=(
+                eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*config.cluster.endpoint_public_cidrs)
+                if config.cluster.endpoint_public_cidrs
+                else eks.EndpointAccess.PRIVATE
+            ),
             cluster_logging=[
                 eks.ClusterLoggingTypes.API,
                 eks.ClusterLoggingTypes.AUDIT,

@@ -6,6 +6,7 @@ loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Literal
 
@@ -201,6 +202,24 @@ class Cluster(_Strict):
     system_instance_type: str = Field(default="m6i.large")
     system_nodes: int = Field(default=2, ge=1, le=10)
     bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+    endpoint_public_cidrs: list[str] = Field(
+        default_factory=list,
+        max_length=40,
+        description="CIDRs that may reach the Kubernetes API from the internet; empty = private endpoint only "
+        "(kubectl from inside the VPC: a bastion, VPN or Direct Connect; CDK's kubectl handler runs in the VPC)",
+    )
+
+    @field_validator("endpoint_public_cidrs")
+    @classmethod
+    def _public_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR block: {exc}") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{cidr!r} opens the Kubernetes API to the whole internet; name your networks")
+        return value
 
     @field_validator("kubernetes_version")
     @classmethod
