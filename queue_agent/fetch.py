@@ -39,6 +39,26 @@ MAX_REDIRECTS = 3
 UNREADABLE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403"})
 """S3 answers that retrying cannot change: the input is refused for good."""
 _CHUNK = 64 * 1024
+NOT_PUBLIC_V6 = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "2002::/16",  # 6to4: relays reach the embedded IPv4 address, whatever it is (RFC 3056)
+        "fec0::/10",  # site-local, deprecated but still routed inside some networks (RFC 3879)
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation (RFC 8215)
+        "100::/64",  # discard-only (RFC 6666)
+        "2001::/23",  # IETF protocol assignments, Teredo included (RFC 2928, 4380)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment routing SIDs (RFC 9602)
+    )
+)
+"""IPv6 ranges of the IANA special-purpose registry that ``ipaddress.is_global`` (Python 3.11) still calls global."""
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""Well-known NAT64 prefix (RFC 6052): the address is its embedded IPv4 address, judged as such."""
+DNS_NAME_ERRORS = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+"""Resolver answers that say the name does not exist (not that the resolver is unreachable)."""
 
 Resolver = Callable[[str, int], list[str]]
 
@@ -57,6 +77,10 @@ def is_public_address(address: str) -> bool:
         return False
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64:
+        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in NOT_PUBLIC_V6):
+        return False
     if ip in METADATA_ADDRESSES:
         return False
     return not (
@@ -171,10 +195,14 @@ class InputFetcher:
             raise PermanentError(f"{what}: invalid port") from None
         try:
             addresses = self.resolver(host, port)
+        except socket.gaierror as exc:
+            if exc.errno in DNS_NAME_ERRORS:  # the allowed host does not exist: retrying cannot help
+                raise PermanentError(f"{what}: allowed host {host!r} does not resolve ({exc.strerror})") from None
+            raise TransientError(f"{what}: cannot resolve {host!r}: {exc}") from None
         except (OSError, UnicodeError) as exc:
             raise TransientError(f"{what}: cannot resolve {host!r}: {exc}") from None
         if not addresses:
-            raise TransientError(f"{what}: {host!r} has no address")
+            raise PermanentError(f"{what}: allowed host {host!r} has no address")
         bad = [a for a in addresses if not self.address_check(a)]
         if bad:
             raise PermanentError(f"{what}: refused host {host!r}: resolves to non-public address {bad[0]}")

@@ -93,3 +93,37 @@ def test_only_modelled_fields_reach_the_runtime(stack, fake_runtime, start_agent
     info_key = event["output_url"].split("/", 3)[3]
     info = json.loads(stack.s3.get_object(Bucket=stack.resources.output_bucket, Key=info_key)["Body"].read())
     assert info["ignored_fields"] == ["enable_hr", "override_settings", "alwayson_scripts.controlnet"]
+
+
+NO_SUCH_NAME = '''
+import socket
+
+_getaddrinfo = socket.getaddrinfo
+
+
+def getaddrinfo(host, *args, **kwargs):
+    """A resolver without the test's name (no DNS traffic leaves 127.0.0.1)."""
+    if isinstance(host, str) and host.endswith(".nxdomain.test"):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
+socket.getaddrinfo = getaddrinfo
+'''
+
+
+def test_allowed_host_that_does_not_resolve_fails_at_once(stack, fake_runtime, start_agent, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(NO_SUCH_NAME)
+    start_agent(
+        stack.resources,
+        fake_runtime.url,
+        extra_env={"PYTHONPATH": str(tmp_path), "SDEKS_ALLOWED_INPUT_HOSTS": "img.nxdomain.test"},
+    )
+    msg = task_message({"prompt": "x", "init_images": ["https://img.nxdomain.test/a.png"]}, tasktype="image-to-image")
+    stack.publish(msg)
+    (event,) = stack.wait_events(msg["id"], timeout=30)
+    assert event["status"] == "failed" and event["attempt"] == 1
+    assert "'img.nxdomain.test' does not resolve" in event["error"]
+    assert fake_runtime.generation_calls() == []
+    time.sleep(2.5)
+    assert stack.queue_counts() == (0, 0) and stack.queue_counts(stack.queue.dlq_url) == (0, 0)
