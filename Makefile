@@ -26,7 +26,7 @@ $(STAMPS)/package: pyproject.toml $(STAMPS)/base | $(PY)
 	$(PIP) install -q --no-deps -e .
 	@touch $@
 
-install: $(STAMPS)/package $(STAMPS)/base $(STAMPS)/api $(STAMPS)/agent $(STAMPS)/runtime $(STAMPS)/local
+install: $(STAMPS)/package $(STAMPS)/base $(STAMPS)/api $(STAMPS)/agent $(STAMPS)/webhooks $(STAMPS)/runtime $(STAMPS)/local
 install-cdk: install $(STAMPS)/cdk
 install-dev: install install-cdk $(STAMPS)/dev
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
@@ -199,15 +199,26 @@ class Api(Construct):
         )
         # POST /v1alpha2 (API Gateway also routes /v1alpha2/ here: a trailing slash names the same resource).
         version = self.rest_api.root.add_resource(API_VERSION)
+        optional_query = {f"method.request.querystring.{name}": False for name in ("wait", "presign")}
         version.add_method(
             "POST",
             integration,
             api_key_required=True,
             request_validator=validator,
             request_models={"application/json": submit_model},
+            request_parameters=optional_query,
         )
-        version.add_resource("tasks").add_resource("{id}").add_method(
+        task = version.add_resource("tasks").add_resource("{id}")
+        task.add_method(
             "GET",
+            integration,
+            api_key_required=True,
+            request_validator=validator,
+            request_parameters={"method.request.path.id": True, **optional_query},
+        )
+        # POST /v1alpha2/tasks/{id}/cancel: the Lambda's conditional UpdateItem on the task row (TaskRows)
+        task.add_resource("cancel").add_method(
+            "POST",
             integration,
             api_key_required=True,
             request_validator=validator,
@@ -230,12 +241,3 @@ class Api(Construct):
         )
         self.usage_plan.add_api_stage(stage=self.rest_api.deployment_stage)
         self.usage_plan.add_api_key(self.api_key)
-
-        CfnOutput(self, "ApiUrl", value=self.rest_api.url, description="sdeks submit --api-url")
-        CfnOutput(
-            self,
-            "ApiKeyCommand",
-            value="aws apigateway get-api-key --include-value --query value --output text"
-            f" --api-key {self.api_key.key_id}",
-            description="prints the API key (sdeks submit --api-key)",
-        )

@@ -1,8 +1,10 @@
-"""Build the API Lambda's code directory without Docker.
+"""Build the Lambdas' code directories without Docker.
 
-The asset is ``lambda/api/*`` + the part of ``sdeks`` the handler imports (the contract,
+The API asset is ``lambda/api/*`` + the part of ``sdeks`` the handler imports (the contract,
 the API, the task table: never the config loader, local mode or the CLI) + the wheels of
-requirements/api.txt for Lambda's platform (manylinux2014_x86_64, CPython 3.12). Wheels are downloaded once
+requirements/api.txt; the webhook deliverer's is the ``webhooks`` package + the part of ``sdeks``
+it imports + the wheels of requirements/webhooks.txt. Wheels are for Lambda's platform
+(manylinux2014_x86_64, CPython 3.12) and are downloaded once
 into ``.cache/lambda-wheels`` (git-ignored); later builds install from there with
 ``--no-index``, so synth works offline once the cache is warm.
 
@@ -26,9 +28,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORM = "manylinux2014_x86_64"
-LAMBDA_REQUIREMENTS = Path("requirements") / "api.txt"
-"""The handler's pins (boto3 and botocore, provided by the Lambda runtime, are left out)."""
 PROVIDED_BY_LAMBDA = ("boto3", "botocore")
+"""Pins left out of every bundle: the Lambda runtime provides them."""
 HANDLER_SOURCES = (
     "sdeks/__init__.py",
     "sdeks/contract",
@@ -36,9 +37,21 @@ HANDLER_SOURCES = (
     "sdeks/api/handler.py",
     "sdeks/api/http.py",
     "sdeks/api/settings.py",
+    "sdeks/netguard.py",
     "sdeks/tasks_table.py",
 )
-"""What of the repo the handler imports (a test imports the handler and checks this covers it)."""
+"""What of the repo the API handler imports (a test imports the handler and checks this covers it)."""
+WEBHOOKS_SOURCES = (
+    "webhooks",
+    "sdeks/__init__.py",
+    "sdeks/contract",
+    "sdeks/netguard.py",
+    "sdeks/tasks_table.py",
+    "sdeks/webhook_retries.py",
+    "sdeks/webhook_secret.py",
+)
+"""What of the repo the webhook deliverer imports (tested like the API's)."""
+WEBHOOKS_HANDLER = "webhooks.lambda_handler.handler"
 
 _SKIP = {"__pycache__", ".build", ".pytest_cache", "tests"}
 
@@ -48,9 +61,14 @@ class BundleError(RuntimeError):
 
 
 def lambda_requirements(root: Path = REPO_ROOT) -> list[str]:
-    """Pins for the Lambda, from requirements/api.txt (one source of versions)."""
+    """Pins for the API Lambda, from requirements/api.txt (one source of versions)."""
+    return requirements_pins(root / "requirements" / "api.txt")
+
+
+def requirements_pins(path: Path) -> list[str]:
+    """The pins of one requirements file, less what the Lambda runtime provides, sorted."""
     pins = []
-    for line in (root / LAMBDA_REQUIREMENTS).read_text().splitlines():
+    for line in path.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line and not line.lower().startswith(PROVIDED_BY_LAMBDA):
             pins.append(line)
@@ -128,21 +146,35 @@ def dependencies_dir(cache: Path, pins: list[str]) -> Path:
 
 
 def build_api_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
-    """The directory to hand to ``lambda.Code.from_asset``."""
-    cache = cache or root / ".cache"
-    deps = dependencies_dir(cache, lambda_requirements(root))
-    sources: list[tuple[Path, Path]] = []  # (file, path inside the bundle)
+    """The directory to hand to ``lambda.Code.from_asset`` for the API (handler ``handler.handler``)."""
     handler_dir = root / "lambda" / "api"
-    for f in _files(handler_dir):
-        sources.append((f, f.relative_to(handler_dir)))
-    for source in HANDLER_SOURCES:
+    sources = [(f, f.relative_to(handler_dir)) for f in _files(handler_dir)]
+    sources += _sources(root, HANDLER_SOURCES)
+    return _bundle(cache or root / ".cache", "lambda-api", lambda_requirements(root), sources)
+
+
+def build_webhooks_bundle(root: Path = REPO_ROOT, cache: Path | None = None) -> Path:
+    """The directory for the webhook deliverer (handler :data:`WEBHOOKS_HANDLER`)."""
+    pins = requirements_pins(root / "requirements" / "webhooks.txt")
+    return _bundle(cache or root / ".cache", "lambda-webhooks", pins, _sources(root, WEBHOOKS_SOURCES))
+
+
+def _sources(root: Path, paths: tuple[str, ...]) -> list[tuple[Path, Path]]:
+    """(file, path inside the bundle) for each file of ``paths`` (files or folders of the repo)."""
+    sources = []
+    for source in paths:
         path = root / source
-        for f in _files(path) if path.is_dir() else [path]:
-            sources.append((f, f.relative_to(root)))
+        sources += [(f, f.relative_to(root)) for f in (_files(path) if path.is_dir() else [path])]
+    return sources
+
+
+def _bundle(cache: Path, name: str, pins: list[str], sources: list[tuple[Path, Path]]) -> Path:
+    """Dependencies + ``sources`` (file, path inside the bundle) in ``cache/name/<content hash>``."""
+    deps = dependencies_dir(cache, pins)
     digest = hashlib.sha256(deps.name.encode())
     for f, rel in sources:
         digest.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
-    out = cache / "lambda-api" / digest.hexdigest()[:20]
+    out = cache / name / digest.hexdigest()[:20]
     if out.is_dir():
         return out
     with _atomic_dir(out, prefix="build.") as tmp:

@@ -22,6 +22,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra.images import Images
 from infra.kubectl import kubectl_layer
 from infra.messaging import Messaging
 from infra.storage import Storage
@@ -55,6 +56,17 @@ def pod_identity_role(scope: Construct, cid: str, description: str) -> iam.Role:
         iam.PolicyStatement(actions=["sts:TagSession"], principals=[iam.ServicePrincipal("pods.eks.amazonaws.com")])
     )
     return role
+
+
+MAX_AZS = 3
+"""More AZs, more spot capacity pools. An environment-agnostic synth (no account/region) shows 2."""
+
+INTERFACE_ENDPOINTS: dict[str, ec2.InterfaceVpcEndpointAwsService] = {
+    "EcrApiEndpoint": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDockerEndpoint": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "StsEndpoint": ec2.InterfaceVpcEndpointAwsService.STS,
+}
+"""Optional (``cluster.interface_endpoints``): image manifests/auth and credential calls without the NAT."""
 
 
 KARPENTER_LAUNCHED_KINDS = (
@@ -95,6 +107,7 @@ class Cluster(Construct):
         self.cluster_name = layout.cluster_name
         self._network(storage)
         self._control_plane(config, layout)
+        self._interface_endpoints(enabled=config.cluster.interface_endpoints)
         self._karpenter(layout)
         self._keda(messaging)
         self._mountpoint(config, storage)
@@ -102,11 +115,11 @@ class Cluster(Construct):
         self._outputs()
 
     def _network(self, storage: Storage) -> None:
-        """3 AZs (more spot pools), one NAT gateway (cost; docs/cost.md), subnets and a group Karpenter discovers."""
+        """3 AZs (more spot pools), one NAT gateway, S3 gateway endpoint (docs/cost.md), a group Karpenter discovers."""
         self.vpc = ec2.Vpc(
             self,
             "Vpc",
-            max_azs=3,
+            max_azs=MAX_AZS,
             nat_gateways=1,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
@@ -118,6 +131,13 @@ class Cluster(Construct):
                     traffic_type=ec2.FlowLogTrafficType.REJECT,
                 )
             },
+        )
+        # Image layers (ECR keeps them in S3) and model reads are the big transfers: the free gateway
+        # endpoint keeps them off the NAT gateway ($0.045/GB).
+        self.s3_endpoint = self.vpc.add_gateway_endpoint(
+            "S3Endpoint",
+            service=ec2.GatewayVpcEndpointAwsService.S3,
+            subnets=[ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)],
         )
         for subnet in self.vpc.private_subnets:
             cdk.Tags.of(subnet).add(DISCOVERY_TAG, self.cluster_name)
@@ -203,6 +223,38 @@ class Cluster(Construct):
         self.pod_identity_agent = eks.Addon(
             self, "PodIdentityAgent", cluster=self.cluster, addon_name="eks-pod-identity-agent"
         )
+
+    def _interface_endpoints(self, *, enabled: bool) -> None:
+        """Optional ECR and STS endpoints in the private subnets, reachable on 443 from the nodes only."""
+        self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
+        if not enabled:
+            return
+        group = ec2.SecurityGroup(
+            self,
+            "EndpointSecurityGroup",
+            vpc=self.vpc,
+            description=f"{self.cluster_name}: interface endpoints, HTTPS from the nodes",
+            allow_all_outbound=False,
+        )
+        group.add_ingress_rule(self.node_security_group, ec2.Port.tcp(443), "Karpenter nodes and control plane")
+        group.add_ingress_rule(
+            ec2.Peer.security_group_id(self.cluster.cluster_security_group_id),
+            ec2.Port.tcp(443),
+            "system nodes (EKS cluster security group)",
+        )
+        # Children of this construct, not of the VPC: the EKS cluster waits for the VPC's children, and
+        # these wait for the cluster's security group (a cycle if they were the VPC's).
+        for cid, service in INTERFACE_ENDPOINTS.items():
+            self.interface_endpoints[cid] = ec2.InterfaceVpcEndpoint(
+                self,
+                cid,
+                vpc=self.vpc,
+                service=service,
+                subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+                private_dns_enabled=True,
+                security_groups=[group],
+                open=False,
+            )
 
     def _karpenter(self, layout: ResourceLayout) -> None:
         """GPU node role and access entry, interruption queue and its rules, controller role, the chart."""
@@ -317,6 +369,7 @@ class Cluster(Construct):
         """One ``helm/sd-on-eks`` release per runtime, each with its own Pod Identity role."""
         stack = cdk.Stack.of(self)
         self.chart_asset = s3_assets.Asset(self, "SdOnEksChart", path=str(CHART_DIR), exclude=["ci", "*.md"])
+        self.images = Images(self, "Images", config=config)
         self.namespace = layout.namespace
         self.runtime_roles: dict[str, iam.Role] = {}
         self.runtime_releases: dict[str, eks.HelmChart] = {}
@@ -359,6 +412,8 @@ class Cluster(Construct):
                     model_bucket=model_bucket.bucket_name,
                     cluster_name=self.cluster.cluster_name,
                     node_role=self.node_role.role_name,
+                    agent_image=self.images.agent,
+                    runtime_image=self.images.runtime(runtime),
                 ),
             )
             # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first, and so must

@@ -12,6 +12,19 @@ from constructs import Construct
 from sdeks.config import ResourceLayout
 
 
+def sdeks_queue(scope: Construct, cid: str, queue_name: str, **props: object) -> sqs.Queue:
+    """Every sdeks queue: SQS-managed encryption, TLS only, removed with the stack."""
+    return sqs.Queue(
+        scope,
+        cid,
+        queue_name=queue_name,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        removal_policy=RemovalPolicy.DESTROY,
+        **props,
+    )
+
+
 class RuntimeQueue(Construct):
     def __init__(self, scope: Construct, cid: str, *, queue: sqs.Queue, dlq: sqs.Queue) -> None:
         super().__init__(scope, cid)
@@ -39,8 +52,9 @@ class Messaging(Construct):
         self.runtime_queues: dict[str, RuntimeQueue] = {}
         for rq in layout.runtimes:
             name = rq.runtime.name
-            dlq = self._queue(f"{name}Dlq", rq.dlq_name, retention_period=Duration.seconds(rq.dlq_retention_s))
-            queue = self._queue(
+            dlq = sdeks_queue(self, f"{name}Dlq", rq.dlq_name, retention_period=Duration.seconds(rq.dlq_retention_s))
+            queue = sdeks_queue(
+                self,
                 f"{name}Queue",
                 rq.queue_name,
                 visibility_timeout=Duration.seconds(rq.visibility_timeout_s),
@@ -59,15 +73,3 @@ class Messaging(Construct):
                 )
             )
             self.runtime_queues[name] = RuntimeQueue(self, name, queue=queue, dlq=dlq)
-
-    def _queue(self, cid: str, queue_name: str, **props: object) -> sqs.Queue:
-        """Every sdeks queue: SQS-managed encryption, TLS only, removed with the stack."""
-        return sqs.Queue(
-            self,
-            cid,
-            queue_name=queue_name,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            removal_policy=RemovalPolicy.DESTROY,
-            **props,
-        )

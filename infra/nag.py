@@ -44,6 +44,7 @@ def arn_of(resource: IConstruct) -> str:
 def suppress_findings(stack: SdeksStack) -> None:
     _storage(stack)
     _api(stack)
+    _webhooks(stack)
     if stack.cluster is not None:
         _cluster(stack)
         _observability(stack)
@@ -74,7 +75,7 @@ def _api(stack: SdeksStack) -> None:
     acknowledge(
         api.function,
         "L1",
-        "Pinned to python3.12: the bundled pydantic-core/PyYAML wheels are built for cp312 (infra/bundle.py).",
+        "Pinned to python3.12: the bundled pydantic-core wheel is built for cp312 (infra/bundle.py).",
     )
     acknowledge(
         api.rest_api,
@@ -93,6 +94,21 @@ def _api(stack: SdeksStack) -> None:
         "APIG3",
         "No WAF web ACL by default (cost): API key + usage-plan throttle/quota limit abuse; attach a web ACL to the"
         " stage per deployment if needed (docs/deploy.md).",
+    )
+
+
+def _webhooks(stack: SdeksStack) -> None:
+    hooks = stack.webhooks
+    acknowledge(
+        hooks.function,
+        "L1",
+        "Pinned to python3.12: the bundled pydantic-core wheel is built for cp312 (infra/bundle.py).",
+    )
+    acknowledge(
+        hooks.secret,
+        "SMG4",
+        "The webhook signing secret is shared with every receiver, which verifies with it; an automatic rotation"
+        " would break their verification unannounced. Rotate by hand with receivers (docs/api.md, Webhooks).",
     )
 
 

@@ -15,7 +15,9 @@ from infra.nag import apply_nag, suppress_findings
 from infra.observability import Observability
 from infra.storage import Storage
 from infra.table import TaskTable
+from infra.webhooks import Webhooks
 from sdeks.config import Config, resource_layout
+from sdeks.config.outputs import StackOutput, model_location
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +46,9 @@ class SdeksStack(cdk.Stack):
             table=self.tasks.table,
             output_bucket=self.storage.output_bucket,
         )
+        self.webhooks = Webhooks(
+            self, "Webhooks", layout=self.layout, results_topic=self.messaging.results_topic, table=self.tasks.table
+        )
         self.cluster = None
         if with_cluster:
             from infra.cluster import Cluster
@@ -69,9 +74,43 @@ class SdeksStack(cdk.Stack):
         for key, value in config.tags.items():
             cdk.Tags.of(self).add(key, value)
         cdk.Tags.of(self).add("sdeks:project", config.project)
-        cdk.CfnOutput(self, "OutputBucket", value=self.storage.output_bucket.bucket_name)
-        cdk.CfnOutput(self, "ResultsTopicArn", value=self.messaging.results_topic.topic_arn)
-        cdk.CfnOutput(self, "TaskTableName", value=self.tasks.table.table_name)
+        self._outputs(config)
+
+    def _outputs(self, config: Config) -> None:
+        """What a user (and ``sdeks models`` / ``sdeks smoke``) needs after deploy, under stable keys."""
+
+        def output(key: StackOutput, value: str, description: str) -> None:
+            cdk.CfnOutput(self, key.value, key=key.value, value=value, description=description)
+
+        output(StackOutput.API_URL, self.api.rest_api.url, "REST API base URL (tasks: POST <ApiUrl>v1alpha2)")
+        output(
+            StackOutput.API_KEY_ID,
+            self.api.api_key.key_id,
+            "default API key; its value: aws apigateway get-api-key --include-value --api-key <id>",
+        )
+        output(StackOutput.OUTPUT_BUCKET, self.storage.output_bucket.bucket_name, "generated images and infos")
+        output(StackOutput.RESULTS_TOPIC_ARN, self.messaging.results_topic.topic_arn, "completion events")
+        output(StackOutput.TASK_TABLE_NAME, self.tasks.table.table_name, "task status rows")
+        if self.storage.created_model_bucket is not None:
+            output(
+                StackOutput.MODEL_BUCKET,
+                self.storage.created_model_bucket.bucket_name,
+                "model bucket created by the stack (sdeks models push)",
+            )
+        locations = {
+            runtime.name: {
+                "location": model_location(
+                    self.storage.model_bucket_for(config, runtime.name).bucket_name, runtime.model.prefix
+                ),
+                "checkpoint": runtime.model.checkpoint,
+            }
+            for runtime in config.runtimes
+        }
+        output(
+            StackOutput.MODEL_LOCATIONS,
+            self.to_json_string(locations),
+            "where each runtime reads its models (mounted as /models) and the checkpoint it loads",
+        )
 
 
 def build_app(app: cdk.App, config: Config, *, with_cluster: bool | None = None) -> SdeksStack:

@@ -7,7 +7,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from sdeks.config import Config
-from sdeks.contract import CLAIMS_PREFIX  # noqa: F401  infra/api.py still imports it from here; the contract owns it
 
 
 def _private_bucket(scope: Construct, cid: str, **kwargs) -> s3.Bucket:

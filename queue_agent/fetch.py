@@ -6,7 +6,7 @@ until vetted:
 
 - base64 is passed through untouched;
 - ``s3://`` only from the allowed buckets (the output bucket is always allowed);
-- ``https://`` only to allowed hosts *and* public addresses. The agent resolves
+- ``https://`` only to allowed hosts *and* public addresses (:mod:`sdeks.netguard`). The agent resolves
   the name itself, refuses any non-public address (loopback, private, link-local,
   multicast, reserved, shared, the metadata endpoints), connects to the vetted IP
   (a second resolution cannot swap in another address: no DNS rebinding) with the
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import ipaddress
 import socket
 import ssl
 import time
@@ -33,95 +32,19 @@ from urllib.parse import urljoin, urlsplit
 
 from queue_agent.errors import AWS_ERRORS, PermanentError, TransientError, aws_code, aws_error
 from sdeks.contract import parse_image_ref
+from sdeks.netguard import (
+    DNS_NAME_ERRORS,
+    PinnedHTTPSConnection,
+    Resolver,
+    host_allowed,
+    is_public_address,
+    resolve,
+)
 
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 MAX_REDIRECTS = 3
 UNREADABLE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403"})
 """S3 answers that retrying cannot change: the input is refused for good."""
 _CHUNK = 64 * 1024
-NOT_PUBLIC_V6 = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "2002::/16",  # 6to4: relays reach the embedded IPv4 address, whatever it is (RFC 3056)
-        "fec0::/10",  # site-local, deprecated but still routed inside some networks (RFC 3879)
-        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation (RFC 8215)
-        "100::/64",  # discard-only (RFC 6666)
-        "2001::/23",  # IETF protocol assignments, Teredo included (RFC 2928, 4380)
-        "2001:db8::/32",  # documentation
-        "3fff::/20",  # documentation (RFC 9637)
-        "5f00::/16",  # segment routing SIDs (RFC 9602)
-    )
-)
-"""IPv6 ranges of the IANA special-purpose registry that ``ipaddress.is_global`` (Python 3.11) still calls global."""
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-"""Well-known NAT64 prefix (RFC 6052): the address is its embedded IPv4 address, judged as such."""
-DNS_NAME_ERRORS = frozenset(
-    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code is not None
-)
-"""Resolver answers that say the name does not exist (not that the resolver is unreachable)."""
-
-Resolver = Callable[[str, int], list[str]]
-
-
-def resolve(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (IPv4 and IPv6)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({info[4][0] for info in infos})
-
-
-def is_public_address(address: str) -> bool:
-    """True only for globally routable unicast addresses."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64:
-        ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in NOT_PUBLIC_V6):
-        return False
-    if ip in METADATA_ADDRESSES:
-        return False
-    return not (
-        ip.is_loopback
-        or ip.is_private
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-    )
-
-
-def host_allowed(host: str, allowed: list[str] | tuple[str, ...] | frozenset[str]) -> bool:
-    """Exact match, or ``*.example.com`` matching any subdomain (not the apex). IP literals never."""
-    host = host.lower().rstrip(".")
-    try:
-        ipaddress.ip_address(host)
-        return False
-    except ValueError:
-        pass
-    for pattern in allowed:
-        pattern = pattern.lower().rstrip(".")
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
-                return True
-        elif host == pattern:
-            return True
-    return False
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a pre-vetted IP, with the host name for SNI, Host header and certificate check."""
-
-    def __init__(self, host: str, address: str, port: int, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(host, port, timeout=timeout, context=context)
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
 @dataclass
@@ -216,7 +139,7 @@ class InputFetcher:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TransientError(f"{what}: fetch timed out after {self.timeout_s}s")
-        conn = _PinnedHTTPSConnection(host, address, port, remaining, self.ssl_context)
+        conn = PinnedHTTPSConnection(host, address, port, remaining, self.ssl_context)
         try:
             conn.request("GET", path, headers={"Host": host, "User-Agent": "sdeks-queue-agent", "Accept": "image/*"})
             resp = conn.getresponse()

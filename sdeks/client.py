@@ -1,11 +1,14 @@
-"""A small client for the v1alpha2 API: submit, poll status, download images.
+"""A small client for the v1alpha2 API: submit, wait for the end, cancel, download images.
 
-Downloads use the API's presigned URLs, so the same code works against a
-deployed stack and the local one, and needs no AWS credentials.
+Waiting uses the API's ``?wait=N`` (the server holds the request until the task ends), so a
+wait costs one request per ``MAX_WAIT_S`` rather than a poll every half second. Downloads use
+the API's presigned URLs, so the same code works against a deployed stack and the local one,
+and needs no AWS credentials.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +16,10 @@ from typing import Any
 
 import httpx
 
-from sdeks.contract import API_VERSION, TERMINAL_STATES, SubmitResponse, TaskStatus
+from sdeks.contract import API_VERSION, MAX_WAIT_S, TERMINAL_STATES, SubmitResponse, TaskStatus
+
+NETWORK_MARGIN_S = 10.0
+"""Added to the HTTP read timeout of a waiting request: the server answers after up to ``wait`` seconds."""
 
 
 class ApiError(RuntimeError):
@@ -55,30 +61,48 @@ class ApiClient:
     def submit(self, request: dict[str, Any]) -> SubmitResponse:
         return SubmitResponse.model_validate(self._check(self._http.post(f"/{API_VERSION}", json=request)))
 
-    def status(self, task_id: str, presign: bool = False) -> TaskStatus:
-        params = {"presign": "1"} if presign else None
-        return TaskStatus.model_validate(self._check(self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params)))
+    def submit_and_wait(self, request: dict[str, Any], wait_s: int) -> SubmitResponse | TaskStatus:
+        """Submit with ``?wait``: the final status (with image URLs) when the task ends that soon, else the 202."""
+        params = {"wait": str(wait_s), "presign": "1"}
+        response = self._http.post(f"/{API_VERSION}", json=request, params=params, timeout=self._timeout(wait_s))
+        body = self._check(response)
+        return TaskStatus.model_validate(body) if response.status_code == 200 else SubmitResponse.model_validate(body)
+
+    def status(self, task_id: str, presign: bool = False, wait_s: int = 0) -> TaskStatus:
+        """The task's status; with ``wait_s``, once it ended or after that many seconds."""
+        params = {"presign": "1"} if presign else {}
+        if wait_s:
+            params["wait"] = str(wait_s)
+        response = self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params, timeout=self._timeout(wait_s))
+        return TaskStatus.model_validate(self._check(response))
+
+    def cancel(self, task_id: str) -> TaskStatus:
+        """Cancel a queued or running task (idempotent); ApiError ``task_finished`` when it already ended."""
+        return TaskStatus.model_validate(self._check(self._http.post(f"/{API_VERSION}/tasks/{task_id}/cancel")))
+
+    def _timeout(self, wait_s: int) -> httpx.Timeout:
+        timeout = self._http.timeout
+        return timeout if not wait_s else httpx.Timeout(timeout.connect, read=wait_s + NETWORK_MARGIN_S)
 
     def wait(
         self,
         task_id: str,
         timeout_s: float = 600.0,
-        poll_s: float = 0.5,
         on_change: Callable[[TaskStatus], None] = lambda status: None,
     ) -> TaskStatus:
-        """Poll until the task is terminal; report every status change."""
+        """Wait (server side, ``?wait=N``) until the task ends; report each status seen on the way."""
         deadline = time.monotonic() + timeout_s
         last = None
         while True:
-            status = self.status(task_id, presign=True)
+            left = deadline - time.monotonic()
+            status = self.status(task_id, presign=True, wait_s=max(1, min(MAX_WAIT_S, math.ceil(left))))
             if status.status != last:
                 on_change(status)
                 last = status.status
             if status.status in TERMINAL_STATES:
                 return status
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"task {task_id} still {status.status} after {timeout_s:.0f}s")
-            time.sleep(poll_s)
 
     def download(self, status: TaskStatus, out_dir: Path) -> list[Path]:
         """Save the task's images (via presigned URLs) as ``out_dir/<name>.png``."""

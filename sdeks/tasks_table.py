@@ -9,7 +9,9 @@ rules are few and monotonic:
 - ``succeeded`` is final: nothing overwrites it, so a redelivered task that
   already succeeded is acknowledged without running again;
 - ``failed`` can still become ``succeeded`` (a retry after a failure report
-  from a dying agent must not be lost), never the other way round.
+  from a dying agent must not be lost), never the other way round;
+- ``cancelled`` (a client's cancel of a queued or running task) is final too:
+  the agent can no longer mark the task running, succeeded or failed.
 """
 
 from __future__ import annotations
@@ -166,10 +168,49 @@ class TaskTable:
             ExpressionAttributeValues={":now": _iso(now or utcnow())},
         )
 
+    def cancel(self, task_id: str, now: datetime | None = None) -> TaskStatus | None:
+        """Cancel a queued or running task; the row as it now stands, ``None`` when there is no such task.
+
+        One conditional write decides against the agent's concurrent writes. The caller reads
+        the outcome from the returned status: ``cancelled`` (now, or by an earlier cancel:
+        idempotent), or the finished state that made the cancel too late.
+        """
+        moment = _iso(now or utcnow())
+        try:
+            attrs = self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression="SET #s = :cancelled, finished_at = :now, cancelled_at = :now",
+                ConditionExpression="attribute_exists(#k) AND #s IN (:queued, :running)",
+                ExpressionAttributeNames={"#s": "status", "#k": TASK_TABLE_KEY},
+                ExpressionAttributeValues={
+                    ":cancelled": "cancelled",
+                    ":queued": "queued",
+                    ":running": "running",
+                    ":now": moment,
+                },
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+            item = self.get_item(task_id)
+            return _to_status(item) if item else None
+        return _to_status(attrs)
+
+    def is_cancelled(self, task_id: str) -> bool:
+        """Whether a client cancelled the task: what the agent checks before and while running it."""
+        item = self._table.get_item(
+            Key={TASK_TABLE_KEY: task_id},
+            ConsistentRead=True,
+            ProjectionExpression="#s",
+            ExpressionAttributeNames={"#s": "status"},
+        ).get("Item")
+        return bool(item) and item.get("status") == "cancelled"
+
     # --- agent -----------------------------------------------------------------
 
     def mark_running(self, task_id: str, runtime: str, attempt: int, now: datetime | None = None) -> TaskStatus | None:
-        """Record an attempt; return ``None`` when the task already succeeded (skip it).
+        """Record an attempt; return ``None`` when the task already succeeded or was cancelled (skip it).
 
         Creates the row when absent: tasks may be published to the topic directly,
         bypassing the API, as the AWS sample's tools do.
@@ -184,11 +225,12 @@ class TaskTable:
                     f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl) "
                     "REMOVE #e, finished_at"
                 ),
-                ConditionExpression="attribute_not_exists(#s) OR #s <> :succeeded",
+                ConditionExpression="attribute_not_exists(#s) OR NOT #s IN (:succeeded, :cancelled)",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
                 ExpressionAttributeValues={
                     ":running": "running",
                     ":succeeded": "succeeded",
+                    ":cancelled": "cancelled",
                     ":now": _iso(now),
                     ":attempt": attempt,
                     ":rt": runtime,
@@ -203,25 +245,39 @@ class TaskTable:
             raise
         return _to_status(attrs)
 
-    def mark_succeeded(self, task_id: str, images: list[str], now: datetime | None = None) -> None:
-        self._table.update_item(
-            Key={TASK_TABLE_KEY: task_id},
-            UpdateExpression="SET #s = :succeeded, finished_at = :now, images = :images REMOVE #e",
-            ExpressionAttributeNames={"#s": "status", "#e": "error"},
-            ExpressionAttributeValues={":succeeded": "succeeded", ":now": _iso(now or utcnow()), ":images": images},
-        )
+    def mark_succeeded(self, task_id: str, images: list[str], now: datetime | None = None) -> bool:
+        """Record the images unless the task was cancelled meanwhile; ``False`` when it was."""
+        try:
+            self._table.update_item(
+                Key={TASK_TABLE_KEY: task_id},
+                UpdateExpression="SET #s = :succeeded, finished_at = :now, images = :images REMOVE #e",
+                ConditionExpression="attribute_not_exists(#s) OR #s <> :cancelled",
+                ExpressionAttributeNames={"#s": "status", "#e": "error"},
+                ExpressionAttributeValues={
+                    ":succeeded": "succeeded",
+                    ":cancelled": "cancelled",
+                    ":now": _iso(now or utcnow()),
+                    ":images": images,
+                },
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
 
     def mark_failed(self, task_id: str, error: str, now: datetime | None = None) -> bool:
-        """Record a failure unless the task already succeeded; ``False`` when it had."""
+        """Record a failure unless the task already succeeded or was cancelled; ``False`` when it had."""
         try:
             self._table.update_item(
                 Key={TASK_TABLE_KEY: task_id},
                 UpdateExpression="SET #s = :failed, finished_at = :now, #e = :error",
-                ConditionExpression="attribute_not_exists(#s) OR #s <> :succeeded",
+                ConditionExpression="attribute_not_exists(#s) OR NOT #s IN (:succeeded, :cancelled)",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
                 ExpressionAttributeValues={
                     ":failed": "failed",
                     ":succeeded": "succeeded",
+                    ":cancelled": "cancelled",
                     ":now": _iso(now or utcnow()),
                     ":error": error[:2000],
                 },

@@ -19,17 +19,26 @@ def api_environment(
     task_table: str,
     output_bucket: str,
     public_base_url: str | None = None,
+    webhook_allow_loopback: bool = False,
+    presign_images: bool = False,
+    presign_expires_s: int = DEFAULT_PRESIGN_EXPIRES_S,
 ) -> dict[str, str]:
-    """``SDEKS_*`` variables for the API of ``config`` wired to these resources (names or CDK tokens)."""
+    """``SDEKS_*`` variables for the API of ``config`` wired to these resources (names or CDK tokens).
+
+    ``presign_images``/``presign_expires_s``: whether every status carries presigned image URLs, and
+    for how long they are valid (until the deployment config names them, its defaults: off, 1 hour).
+    """
     # Every field is given, so nothing of the caller's own environment (a settings source) leaks in.
     settings = ApiSettings(
         runtimes=config.runtime_types,
         tasks_topic_arn=tasks_topic_arn,
         task_table=task_table,
         output_bucket=output_bucket,
-        presign_expires_s=DEFAULT_PRESIGN_EXPIRES_S,
+        presign_images=presign_images,
+        presign_expires_s=presign_expires_s,
         status_ttl_days=config.output.expire_days,
         public_base_url=public_base_url,
         max_work={r.name: r.max_work for r in config.runtimes},
+        webhook_allow_loopback=webhook_allow_loopback,
     )
     return settings.to_env()

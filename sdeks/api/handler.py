@@ -1,9 +1,13 @@
-"""The API handler: ``POST /v1alpha2``, ``GET /v1alpha2/tasks/{id}``, ``GET /v1alpha2/runtimes``.
+"""The API handler: submit, status (optionally waiting for the end), cancel, runtimes.
+
+Routes: ``POST /v1alpha2[?wait=N]``, ``GET /v1alpha2/tasks/{id}[?wait=N&presign=0|1]``,
+``POST /v1alpha2/tasks/{id}/cancel``, ``GET /v1alpha2/runtimes``.
 
 Entry point :func:`handler` takes an API Gateway REST proxy event; Powertools' REST resolver
 routes it (path and query parameters validated by its validation layer), this module answers:
 
-- 202 accepted (submit), 200 (status, runtimes);
+- 202 accepted (submit), 200 (status, cancel, runtimes; submit with ``?wait=N`` when the task
+  ended within N seconds: its final status);
 - 4xx for every client mistake, as ``{"error": {"code", "message", "details"}}``, with the
   contract's :class:`ErrorCode` (404 for an unknown route, 405 with ``Allow`` for a wrong method);
 - 503 ``aws_unavailable`` only when DynamoDB/SNS/S3 fail (retry with the same id: safe);
@@ -47,14 +51,18 @@ from sdeks.api.http import (
 from sdeks.api.settings import ApiSettings, ConfigurationError, env_key
 from sdeks.contract import (
     API_VERSION,
+    MAX_WAIT_S,
     SNS_MAX_MESSAGE_BYTES,
     TASKTYPES_BY_RUNTIME_TYPE,
+    TERMINAL_STATES,
+    WEBHOOK_LOOPBACK_CONTEXT,
     ErrorCode,
     RuntimeInfo,
     SubmitResponse,
     Task,
     TaskMessage,
     TaskRequest,
+    TaskStatus,
     claim_check_key,
     describe,
     error_body,
@@ -71,12 +79,27 @@ logger = Logger(service="sdeks.api")
 FLAG_PATTERN = r"^\s*(?i:1|true|yes|0|false|no)?\s*$"
 """A boolean query flag: 1/true/yes, 0/false/no or empty, any case."""
 TRUE_VALUES = ("1", "true", "yes")
+WAIT_POLL_S = (0.1, 1.0)
+"""A waiting request re-reads the status row after 0.1 s, doubling up to once a second."""
 
 ROUTING_FIELDS = {
     ErrorCode.UNKNOWN_RUNTIME: "task.metadata.runtime",
     ErrorCode.UNSUPPORTED_TASKTYPE: "task.metadata.tasktype",
 }
 """The contract's routing errors (raised with these types) and the request field each one is about."""
+
+
+def row_fields(task: Task) -> dict[str, Any]:
+    """What the status row keeps of a task besides its state.
+
+    The webhook lives here, not in the completion event: the event goes to every
+    results-topic subscriber, and a receiver URL may carry a token.
+    """
+    meta = task.metadata
+    fields: dict[str, Any] = {"tasktype": meta.tasktype, "prefix": meta.prefix}
+    if meta.webhook is not None:
+        fields["webhook"] = meta.webhook.model_dump(mode="json")
+    return fields
 
 
 def _aws_errors() -> tuple[type[BaseException], ...]:
@@ -139,7 +162,7 @@ class Api:
 
     # --- POST /v1alpha2 ---------------------------------------------------------
 
-    def submit(self, event: APIGatewayProxyEvent) -> Response:
+    def submit(self, event: APIGatewayProxyEvent, wait_s: int = 0, presign: bool | None = None) -> Response:
         body = body_bytes(event.body, event.is_base64_encoded)
         check_json_content_type(event.headers.get("content-type"))
         data = parse_json(body)
@@ -155,9 +178,7 @@ class Api:
         ).model_dump(mode="json")
         fields = {"task_id": task.id, "runtime": meta.runtime, "tasktype": meta.tasktype, "bytes": len(body)}
         try:
-            submission = self.table.record_submission(
-                task.id, meta.runtime, fingerprint, extra={"tasktype": meta.tasktype, "prefix": meta.prefix}
-            )
+            submission = self.table.record_submission(task.id, meta.runtime, fingerprint, extra=row_fields(task))
         except _aws_errors() as exc:
             logger.warning("submit_unavailable", extra={"step": "record", "error": type(exc).__name__, **fields})
             raise _unavailable("the task table") from None
@@ -178,11 +199,20 @@ class Api:
             logger.info("submitted", extra={"claim_check": claim_check, "duplicate": not submission.created, **fields})
         else:
             logger.info("submit_duplicate", extra=fields)
-        return json_answer(202, answer, {"Location": answer["status_url"]})
+        headers = {"Location": answer["status_url"]}
+        if wait_s:
+            final = self._wait_for_end(task.id, wait_s)
+            if final is not None and final.status in TERMINAL_STATES:
+                return json_answer(200, self._answer(final, presign), headers)
+        return json_answer(202, answer, headers)
 
     def _validate(self, data: Any) -> Task:
         try:
-            return TaskRequest.model_validate(data, context={"runtimes": dict(self.settings.runtimes)}).task
+            context = {
+                "runtimes": dict(self.settings.runtimes),
+                WEBHOOK_LOOPBACK_CONTEXT: self.settings.webhook_allow_loopback,
+            }
+            return TaskRequest.model_validate(data, context=context).task
         except ValidationError as exc:
             raise _validation_error(exc) from None
         except RecursionError:
@@ -253,16 +283,56 @@ class Api:
 
     # --- GET /v1alpha2/tasks/{id} -----------------------------------------------
 
-    def status(self, task_id: str, presign: bool) -> Response:
+    def status(self, task_id: str, presign: bool | None, wait_s: int = 0) -> Response:
+        status = self._wait_for_end(task_id, wait_s) if wait_s else self._read(task_id)
+        if status is None:
+            raise _no_task(task_id)
+        return json_answer(200, self._answer(status, presign))
+
+    def _read(self, task_id: str) -> TaskStatus | None:
         try:
-            status = self.table.get(task_id)
+            return self.table.get(task_id)
         except _aws_errors() as exc:
             logger.warning("status_unavailable", extra={"task_id": task_id, "error": type(exc).__name__})
             raise _unavailable("the task table") from None
-        if status is None:
-            raise HttpError(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}", {"id": task_id})
-        if presign:
+
+    def _wait_for_end(self, task_id: str, wait_s: int) -> TaskStatus | None:
+        """The status once the task ended, or as it stands after ``wait_s`` seconds (``None``: no such task)."""
+        deadline = time.monotonic() + wait_s
+        delay, longest = WAIT_POLL_S
+        while True:
+            status = self._read(task_id)
+            left = deadline - time.monotonic()
+            if status is None or status.status in TERMINAL_STATES or left <= 0:
+                return status
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, longest)
+
+    def _answer(self, status: TaskStatus, presign: bool | None) -> dict[str, Any]:
+        """The status as answered: with presigned image URLs when asked, or by default when so configured."""
+        if self.settings.presign_images if presign is None else presign:
             status.image_urls = [self._presign(uri) for uri in status.images if self._presignable(uri)]
+        return status.model_dump(mode="json")
+
+    # --- POST /v1alpha2/tasks/{id}/cancel ---------------------------------------
+
+    def cancel(self, task_id: str) -> Response:
+        """Cancel a queued or running task: 200 ``cancelled`` (again on a repeat), 409 once it finished."""
+        try:
+            status = self.table.cancel(task_id)
+        except _aws_errors() as exc:
+            logger.warning("cancel_unavailable", extra={"task_id": task_id, "error": type(exc).__name__})
+            raise _unavailable("the task table") from None
+        if status is None:
+            raise _no_task(task_id)
+        if status.status != "cancelled":
+            raise HttpError(
+                409,
+                ErrorCode.TASK_FINISHED,
+                f"task {task_id!r} already {status.status}; only a queued or running task can be cancelled",
+                {"id": task_id, "status": status.status},
+            )
+        logger.info("cancelled", extra={"task_id": task_id, "runtime": status.runtime})
         return json_answer(200, status.model_dump(mode="json"))
 
     def _presignable(self, uri: str) -> bool:
@@ -284,6 +354,16 @@ class Api:
             for name, kind in sorted(self.settings.runtimes.items())
         ]
         return json_answer(200, infos)
+
+
+def _no_task(task_id: str) -> HttpError:
+    return HttpError(404, ErrorCode.NOT_FOUND, f"no task with id {task_id!r}", {"id": task_id})
+
+
+def _flag(value: str) -> bool | None:
+    """A boolean query flag; ``None`` when absent (empty), so the configured default applies."""
+    value = value.strip().lower()
+    return (value in TRUE_VALUES) if value else None
 
 
 def _validation_error(exc: ValidationError) -> HttpError:
@@ -346,22 +426,28 @@ _route_methods: list[tuple[str, re.Pattern[str]]] = []
 
 
 def _route(method: str, rule: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
-    _route_methods.append((method, re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "/*$")))
+    _route_methods.append((method, re.compile("^" + re.sub(r"<(\w+)>", r"(?P<\1>[^/]+)", rule) + "/*$")))
     return app.route(rule, method)
 
 
 TaskId = Annotated[str, Path(pattern=ID_PATTERN)]
 Flag = Annotated[str, Query(pattern=FLAG_PATTERN)]
+WaitSeconds = Annotated[int, Query(ge=0, le=MAX_WAIT_S, description="seconds to wait for the task to end")]
 
 
 @_route("POST", f"/{API_VERSION}")
-def submit_task() -> Response[str]:
-    return current_api().submit(app.current_event)
+def submit_task(wait: WaitSeconds = 0, presign: Flag = "") -> Response[str]:
+    return current_api().submit(app.current_event, wait_s=wait, presign=_flag(presign))
 
 
 @_route("GET", f"/{API_VERSION}/tasks/<task_id>")
-def get_task(task_id: TaskId, presign: Flag = "") -> Response[str]:
-    return current_api().status(task_id, presign=presign.strip().lower() in TRUE_VALUES)
+def get_task(task_id: TaskId, wait: WaitSeconds = 0, presign: Flag = "") -> Response[str]:
+    return current_api().status(task_id, presign=_flag(presign), wait_s=wait)
+
+
+@_route("POST", f"/{API_VERSION}/tasks/<task_id>/cancel")
+def cancel_task(task_id: TaskId) -> Response[str]:
+    return current_api().cancel(task_id)
 
 
 @_route("GET", f"/{API_VERSION}/runtimes")
@@ -377,11 +463,13 @@ def _invalid_id(task_id: str) -> HttpError:
 def _no_route(_exc: NotFoundError) -> Response:
     event = app.current_event
     path, method = event.path, event.http_method
-    allowed = [m for m, pattern in _route_methods if pattern.match(path)]
+    matches = [(m, found) for m, pattern in _route_methods if (found := pattern.match(path))]
+    allowed = [m for m, _ in matches]
     if not allowed:
         return error_answer(HttpError(404, ErrorCode.NOT_FOUND, "no such route", {"path": path[:200]}))
-    if method in allowed:  # the path matched but the router refused its parameter's characters
-        return error_answer(_invalid_id(path.rstrip("/").rsplit("/", 1)[-1]))
+    for m, found in matches:
+        if m == method:  # the path matched but the router refused its parameter's characters
+            return error_answer(_invalid_id(found.groupdict().get("task_id", "")))
     listed = ", ".join(allowed)
     return error_answer(
         HttpError(
@@ -405,7 +493,7 @@ def _bad_parameter(exc: RequestValidationError) -> Response:
     err = exc.errors()[0]
     where, name = [*err.get("loc", ()), "", ""][:2]
     if where == "path":
-        return error_answer(_invalid_id(str(app.current_event.path.rstrip("/").rsplit("/", 1)[-1])))
+        return error_answer(_invalid_id(str(err.get("input", ""))))
     value = (app.current_event.query_string_parameters or {}).get(str(name), "")
     return error_answer(
         HttpError(400, ErrorCode.INVALID_QUERY, f"query parameter {name}: {err.get('msg')}", {str(name): value[:20]})
@@ -431,16 +519,21 @@ def _bug(exc: Exception) -> Response:
 def handler(event: Any, context: Any = None) -> dict[str, Any]:
     """AWS Lambda entry for API Gateway REST proxy events."""
     started = time.monotonic()
+    cleaned: dict[str, Any] | None = None
     try:
         cleaned = clean_event(event)
     except HttpError as exc:
-        return exc.response()
-    response = app.resolve(cleaned, context)
+        response = exc.response()
+    # every line of this request carries API Gateway's request id, as the access log does (None drops a
+    # stale one); per thread, because the local server runs requests side by side
+    logger.thread_safe_append_keys(request_id=cleaned["requestContext"]["requestId"] or None if cleaned else None)
+    if cleaned is not None:
+        response = app.resolve(cleaned, context)
     logger.info(
         "request",
         extra={
-            "method": cleaned["httpMethod"][:10],
-            "path": cleaned["path"][:200],
+            "method": cleaned["httpMethod"][:10] if cleaned else None,
+            "path": cleaned["path"][:200] if cleaned else None,
             "status": response["statusCode"],
             "ms": round((time.monotonic() - started) * 1000, 1),
         },

@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 from sdeks.contract import (
     API_VERSION,
     MAX_REQUEST_BYTES,
+    MAX_WAIT_S,
     ErrorBody,
     ErrorCode,
     RuntimeInfo,
@@ -58,6 +59,27 @@ def openapi_document() -> dict[str, Any]:
         "required": True,
         "schema": {"type": "string", "pattern": ID_PATTERN},
     }
+    wait_param = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": f"hold the request up to this many seconds (at most {MAX_WAIT_S}) until the task ends",
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
+    }
+    presign_param = {
+        "name": "presign",
+        "in": "query",
+        "required": False,
+        "description": (
+            "1: add image_urls, presigned HTTPS GET URLs of the images; 0: leave them out; absent: as the "
+            "deployment is configured (off unless enabled)"
+        ),
+        "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
+    }
+    status_answer = {
+        "description": "the task's status",
+        "content": {"application/json": {"schema": {"$ref": ref[TaskStatus]}}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -90,11 +112,16 @@ def openapi_document() -> dict[str, Any]:
                         f"Bodies up to {MAX_REQUEST_BYTES} bytes; Content-Type application/json (a missing "
                         "Content-Type is read as JSON)."
                     ),
+                    "parameters": [wait_param, presign_param],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": {"$ref": ref[TaskRequest]}}},
                     },
                     "responses": {
+                        "200": {
+                            **status_answer,
+                            "description": "with ?wait=N: the task ended within N seconds; its final status",
+                        },
                         "202": {
                             "description": "queued (or already queued: a duplicate submission)",
                             "headers": {"Location": {"schema": {"type": "string"}, "description": "status_url"}},
@@ -103,8 +130,8 @@ def openapi_document() -> dict[str, Any]:
                         "400": _error(
                             f"{ErrorCode.MALFORMED_JSON}, {ErrorCode.MALFORMED_BODY}, {ErrorCode.VALIDATION_ERROR} "
                             f"(details name each field), {ErrorCode.UNKNOWN_RUNTIME} (message lists the configured "
-                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.OVER_BUDGET} (the task asks "
-                            "more megapixel-steps than its runtime's max_work)",
+                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.INVALID_QUERY} (wait, presign), "
+                            f"{ErrorCode.OVER_BUDGET} (the task asks more megapixel-steps than its runtime's max_work)",
                             err,
                         ),
                         "403": forbidden,
@@ -120,25 +147,36 @@ def openapi_document() -> dict[str, Any]:
             f"/{API_VERSION}/tasks/{{id}}": {
                 "get": {
                     "operationId": "getTask",
-                    "summary": "Status of a task",
-                    "parameters": [
-                        id_param,
-                        {
-                            "name": "presign",
-                            "in": "query",
-                            "required": False,
-                            "description": "1: add image_urls, presigned HTTPS GET URLs of the images",
-                            "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
-                        },
-                    ],
+                    "summary": "Status of a task; with ?wait=N, once it ends (or after N seconds)",
+                    "parameters": [id_param, wait_param, presign_param],
                     "responses": {
-                        "200": {
-                            "description": "the task's status",
-                            "content": {"application/json": {"schema": {"$ref": ref[TaskStatus]}}},
-                        },
+                        "200": status_answer,
                         "400": _error(f"{ErrorCode.INVALID_ID} or {ErrorCode.INVALID_QUERY}", err),
                         "403": forbidden,
                         "404": _error(f"{ErrorCode.NOT_FOUND}: no task with this id", err),
+                        "429": throttled,
+                        "500": internal,
+                        "503": unavailable,
+                    },
+                }
+            },
+            f"/{API_VERSION}/tasks/{{id}}/cancel": {
+                "post": {
+                    "operationId": "cancelTask",
+                    "summary": "Cancel a queued or running task (idempotent)",
+                    "description": (
+                        "A queued task never runs; a running one is interrupted. Both end as status cancelled, "
+                        "with a completion event whose status is cancelled. Cancelling again answers the same."
+                    ),
+                    "parameters": [id_param],
+                    "responses": {
+                        "200": {**status_answer, "description": "the task, now (or already) cancelled"},
+                        "400": _error(f"{ErrorCode.INVALID_ID}", err),
+                        "403": forbidden,
+                        "404": _error(f"{ErrorCode.NOT_FOUND}: no task with this id", err),
+                        "409": _error(
+                            f"{ErrorCode.TASK_FINISHED}: the task already succeeded or failed (details.status)", err
+                        ),
                         "429": throttled,
                         "500": internal,
                         "503": unavailable,

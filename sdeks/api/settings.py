@@ -36,6 +36,9 @@ class ApiSettings(BaseSettings):
     tasks_topic_arn: str = Field(min_length=1)
     task_table: str = Field(min_length=1)
     output_bucket: str = Field(min_length=1)
+    presign_images: bool = Field(
+        default=False, description="status carries presigned HTTPS image URLs without ?presign=1 (?presign=0 opts out)"
+    )
     presign_expires_s: int = Field(default=DEFAULT_PRESIGN_EXPIRES_S, ge=1, le=MAX_PRESIGN_EXPIRES_S)
     status_ttl_days: int = Field(
         default=30, ge=1, description="status rows expire with the outputs they point at (config output.expire_days)"
@@ -46,6 +49,9 @@ class ApiSettings(BaseSettings):
     max_work: dict[str, float] = Field(
         default_factory=dict,
         description="runtime name → most megapixel-steps per task (config runtimes[].max_work); absent = unbounded",
+    )
+    webhook_allow_loopback: bool = Field(
+        default=False, description="local mode only: admit webhook receivers on 127.0.0.1 (never set by CDK)"
     )
 
     @field_validator("public_base_url")
@@ -67,7 +73,13 @@ class ApiSettings(BaseSettings):
         """The environment that reads back as these settings (unset optional values are left out)."""
         env = {}
         for name, value in self.model_dump(mode="json", exclude_none=True).items():
-            env[ENV_PREFIX + name.upper()] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            if isinstance(value, bool):
+                text = str(int(value))  # 1/0: what people write in an environment
+            elif isinstance(value, str):
+                text = value
+            else:
+                text = json.dumps(value, sort_keys=True)
+            env[ENV_PREFIX + name.upper()] = text
         return env
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sdeks.cli import dlq_cmd, local_cmd, schema_cmd, task_cmd, top_cmd
+from sdeks.cli import dlq_cmd, local_cmd, models_cmd, schema_cmd, smoke_cmd, task_cmd, top_cmd, webhook_cmd
 
 app = typer.Typer(
     name="sdeks",
@@ -18,6 +18,9 @@ local_cmd.register(app)
 task_cmd.register(app)
 dlq_cmd.register(app)
 top_cmd.register(app)
+webhook_cmd.register(app)
+models_cmd.register(app)
+smoke_cmd.register(app)
 
 
 @app.callback()

@@ -1,4 +1,4 @@
-"""``sdeks submit``, ``sdeks status`` and ``sdeks events``: use a local or deployed stack."""
+"""``sdeks submit``, ``sdeks status``, ``sdeks cancel`` and ``sdeks events``: use a local or deployed stack."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from sdeks.client import ApiClient, ApiError
-from sdeks.contract import TASK_TYPES, TaskStatus
+from sdeks.contract import MAX_WAIT_S, TASK_TYPES, TaskStatus
 from sdeks.local.state import read_state, state_path
 
 console = Console(stderr=True)
@@ -23,6 +23,7 @@ console = Console(stderr=True)
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("status")(status)
+    app.command("cancel")(cancel)
     app.command("events")(events)
 
 
@@ -122,9 +123,12 @@ def submit(
             if not wait:
                 print(accepted.model_dump_json())
                 return
+            # each status change is shown as the server-side waits (GET ?wait=N) return
             final = client.wait(accepted.id, timeout_s=timeout, on_change=_show)
             if final.status == "failed":
                 raise fail(f"task {final.id} failed: {final.error}")
+            if final.status == "cancelled":
+                raise fail(f"task {final.id} was cancelled")
             for path in client.download(final, out):
                 print(path)
         except ApiError as exc:
@@ -138,13 +142,31 @@ def submit(
 def status(
     task_id: str = typer.Argument(..., help="task id"),
     presign: bool = typer.Option(False, "--presign", help="include presigned image URLs"),
+    wait: int = typer.Option(
+        0, "--wait", "-w", min=0, max=MAX_WAIT_S, help="answer once the task ends, or after this many seconds"
+    ),
     api_url: str = typer.Option(None, envvar="SDEKS_API_URL"),
     api_key: str = typer.Option(None, envvar="SDEKS_API_KEY"),
 ) -> None:
     """Print a task's status as JSON."""
     with _client(api_url, api_key) as client:
         try:
-            print(client.status(task_id, presign=presign).model_dump_json(indent=2, exclude_none=True))
+            print(client.status(task_id, presign=presign, wait_s=wait).model_dump_json(indent=2, exclude_none=True))
+        except ApiError as exc:
+            raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
+        except httpx.HTTPError as exc:
+            raise fail(f"cannot reach the API: {exc}") from None
+
+
+def cancel(
+    task_id: str = typer.Argument(..., help="task id"),
+    api_url: str = typer.Option(None, envvar="SDEKS_API_URL"),
+    api_key: str = typer.Option(None, envvar="SDEKS_API_KEY"),
+) -> None:
+    """Cancel a queued or running task; print its status (cancelled) as JSON."""
+    with _client(api_url, api_key) as client:
+        try:
+            print(client.cancel(task_id).model_dump_json(indent=2, exclude_none=True))
         except ApiError as exc:
             raise fail(f"{exc.message} ({exc.status_code} {exc.code})") from None
         except httpx.HTTPError as exc:

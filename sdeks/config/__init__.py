@@ -13,6 +13,7 @@ from sdeks.config.layout import (
     ResourceLayout,
     RuntimeQueues,
     RuntimeRelease,
+    WebhookQueues,
     resource_layout,
 )
 from sdeks.config.schema import (
@@ -47,6 +48,7 @@ __all__ = [
     "RuntimeQueues",
     "RuntimeRelease",
     "Scaling",
+    "WebhookQueues",
     "load_config",
     "parse_config",
     "resource_layout",

@@ -22,15 +22,15 @@ RUNTIME_PORT = 8080
 CONFIG_SOURCES: dict[str, str] = {
     "runtime.name": "runtimes[].name",
     "runtime.type": "runtimes[].type",
-    "runtime.image": "runtimes[].image",
     "runtime.checkpoint": "runtimes[].model.checkpoint",
-    "agent.image": "agent_image",
     "agent.allowedInputBuckets": "inputs.allowed_buckets",
     "agent.allowedInputHosts": "inputs.allowed_hosts",
     "agent.inputMaxBytes": "inputs.max_bytes",
     "agent.inputTimeoutSeconds": "inputs.timeout_s",
     "agent.prefetch": "runtimes[].prefetch",
     "agent.taskTimeoutSeconds": "runtimes[].task_timeout_s",
+    "agent.shutdownGraceSeconds": "runtimes[].shutdown_grace_s",
+    "runtime.gpus": "runtimes[].gpu.per_pod",
     "models.s3.prefix": "runtimes[].model.prefix",
     "scaling.minReplicas": "runtimes[].scaling.min_replicas",
     "scaling.maxReplicas": "runtimes[].scaling.max_replicas",
@@ -52,6 +52,8 @@ A config ``None`` is the chart's ``""`` (helm drops null values).
 """
 
 RESOURCE_VALUES: dict[str, str] = {
+    "runtime.image": "runtime_image",
+    "agent.image": "agent_image",
     "agent.queueUrl": "queue_url",
     "agent.outputBucket": "output_bucket",
     "agent.resultsTopicArn": "results_topic_arn",
@@ -62,7 +64,10 @@ RESOURCE_VALUES: dict[str, str] = {
     "nodePool.clusterName": "cluster_name",
     "nodePool.nodeRole": "node_role",
 }
-"""Chart value ← the :func:`helm_values` argument naming a resource created outside the chart."""
+"""Chart value ← the :func:`helm_values` argument naming a resource created outside the chart.
+
+Images are among them: the config's ``agent_image`` / ``runtimes[].image`` when set, else the
+URI of the image the CDK stack builds (infra/images.py)."""
 
 
 def helm_values(
@@ -77,6 +82,8 @@ def helm_values(
     model_bucket: str,
     cluster_name: str,
     node_role: str,
+    agent_image: str,
+    runtime_image: str,
 ) -> dict[str, Any]:
     """Chart values for ``runtime`` of ``config``.
 
@@ -96,12 +103,13 @@ def helm_values(
         "runtime": {
             "name": runtime.name,
             "type": runtime.type,
-            "image": runtime.image,
+            "image": runtime_image,
             "checkpoint": runtime.model.checkpoint or "",
             "port": RUNTIME_PORT,
+            "gpus": gpu.per_pod,
         },
         "agent": {
-            "image": config.agent_image,
+            "image": agent_image,
             "queueUrl": queue_url,
             "outputBucket": output_bucket,
             "resultsTopicArn": results_topic_arn,
@@ -113,6 +121,7 @@ def helm_values(
             "inputTimeoutSeconds": int(inputs.timeout_s) if float(inputs.timeout_s).is_integer() else inputs.timeout_s,
             "prefetch": runtime.prefetch,
             "taskTimeoutSeconds": runtime.task_timeout_s,
+            "shutdownGraceSeconds": runtime.shutdown_grace_s,
             "metricsPort": AGENT_METRICS_PORT,
         },
         "aws": {"region": region},

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sdeks.config.schema import Config, Runtime
 from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE  # noqa: F401  (re-exported)
+from sdeks.webhook_retries import max_receives
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,18 @@ class RuntimeRelease:
 
 
 @dataclass(frozen=True)
+class WebhookQueues:
+    """The webhook deliverer's queue (every results-topic event, raw delivery), its DLQ and signing secret."""
+
+    queue_name: str
+    dlq_name: str
+    secret_name: str
+    visibility_timeout_s: int
+    max_receive_count: int
+    dlq_retention_s: int = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
 class ResourceLayout:
     project: str
     tasks_topic_name: str
@@ -55,6 +68,7 @@ class ResourceLayout:
 
     The cloud stack lets CloudFormation name a bucket it creates (names are global).
     """
+    webhooks: WebhookQueues
 
     def queues_for(self, runtime_name: str) -> RuntimeQueues:
         for queues in self.runtimes:
@@ -67,6 +81,10 @@ class ResourceLayout:
             if release.runtime.name == runtime_name:
                 return release
         raise KeyError(runtime_name)
+
+
+WEBHOOK_VISIBILITY_TIMEOUT_S = 360
+"""Six times the deliverer Lambda's timeout (AWS's advice for SQS event sources)."""
 
 
 def resource_layout(config: Config) -> ResourceLayout:
@@ -100,4 +118,11 @@ def resource_layout(config: Config) -> ResourceLayout:
             for runtime in config.runtimes
         ),
         local_output_bucket=config.output.bucket or f"{project}-output",
+        webhooks=WebhookQueues(
+            queue_name=f"{project}_webhooks",  # "_": no runtime queue (<project>-<DNS label>) can take the name
+            dlq_name=f"{project}_webhooks-dlq",
+            secret_name=f"{project}/webhook-signing-secret",
+            visibility_timeout_s=WEBHOOK_VISIBILITY_TIMEOUT_S,
+            max_receive_count=max_receives(),
+        ),
     )

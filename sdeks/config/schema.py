@@ -77,6 +77,13 @@ class GpuNodes(_Strict):
         default_factory=lambda: ["spot", "on-demand"], min_length=1, json_schema_extra={"uniqueItems": True}
     )
     max_gpus: int = Field(default=8, ge=1, le=1000, description="Karpenter NodePool limit")
+    per_pod: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="GPUs each pod requests; nodes are limited to instance types with exactly this many (no pod"
+        " strands GPUs it does not use on a larger size)",
+    )
 
     @field_validator("instance_families")
     @classmethod
@@ -106,11 +113,21 @@ class Scaling(_Strict):
         return self
 
 
+SPOT_SAFE_SHUTDOWN_GRACE_S = 90
+"""Default time a running task gets after SIGTERM. EC2 gives a spot instance 2 minutes' notice; Karpenter
+drains the node as the notice arrives, and the pod's terminationGracePeriodSeconds (this plus the chart's
+termination margin) must end before the instance does."""
+
+
 class Runtime(_Strict):
     name: str = Field(pattern=RUNTIME_NAME_PATTERN, description="tasks name it in metadata.runtime")
     type: RuntimeType = "sdwebui"
     model: ModelSource = Field(default_factory=ModelSource)
-    image: str = Field(default="public.ecr.aws/sdeks/sd-runtime:0.1.0", min_length=1)
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="prebuilt runtime image; unset = cdk deploy builds sd_runtime/Dockerfile (needs Docker)",
+    )
     gpu: GpuNodes = Field(default_factory=GpuNodes)
     scaling: Scaling = Field(default_factory=Scaling)
     task_timeout_s: int = Field(default=300, ge=10, le=3600)
@@ -122,6 +139,13 @@ class Runtime(_Strict):
         le=100_000,
         description="most megapixel-steps one task may ask for (width × height × steps × images / 10⁶); "
         "the API refuses more with a 400",
+    )
+    shutdown_grace_s: int = Field(
+        default=SPOT_SAFE_SHUTDOWN_GRACE_S,
+        ge=0,
+        le=SPOT_SAFE_SHUTDOWN_GRACE_S + 10,
+        description="on SIGTERM (spot notice, scale-in) the running task's time to finish before it is interrupted"
+        " and released to another pod; with the chart's margin it stays inside the 2-minute spot notice",
     )
 
     @property
@@ -201,6 +225,12 @@ class Cluster(_Strict):
     )
     system_instance_type: str = Field(default="m6i.large")
     system_nodes: int = Field(default=2, ge=1, le=10)
+    interface_endpoints: bool = Field(
+        default=False,
+        description="ECR (api, dkr) and STS interface endpoints in each AZ: image manifests and credential calls stay"
+        " off the NAT gateway, at about $22/month per endpoint (3 AZs); S3 (image layers, models) always has a free"
+        " gateway endpoint",
+    )
     bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
     endpoint_public_cidrs: list[str] = Field(
         default_factory=list,
@@ -258,7 +288,11 @@ class Config(_Strict):
         default="sdeks", pattern=r"^[a-z]([a-z0-9-]{0,22}[a-z0-9])$", description="prefix of every resource"
     )
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-    agent_image: str = Field(default="public.ecr.aws/sdeks/queue-agent:0.1.0", min_length=1)
+    agent_image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="prebuilt queue agent image; unset = cdk deploy builds queue_agent/Dockerfile (needs Docker)",
+    )
     api: Api = Field(default_factory=Api)
     output: Output = Field(default_factory=Output)
     inputs: Inputs = Field(default_factory=Inputs)

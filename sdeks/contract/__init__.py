@@ -42,6 +42,7 @@ from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
 from sdeks.contract.task import (
     API_VERSION,
     MAX_REQUEST_BYTES,
+    MAX_WAIT_S,
     SNS_MAX_MESSAGE_BYTES,
     TERMINAL_STATES,
     CompletionEvent,
@@ -56,6 +57,14 @@ from sdeks.contract.task import (
     TaskState,
     TaskStatus,
     Timings,
+    WebhookPayload,
+)
+from sdeks.contract.webhook import (
+    MAX_WEBHOOK_URL_LENGTH,
+    WEBHOOK_EVENTS,
+    WEBHOOK_LOOPBACK_CONTEXT,
+    Webhook,
+    check_webhook_url,
 )
 
 __all__ = [
@@ -73,6 +82,7 @@ __all__ = [
     "CONTENT_MODELS",
     "MAX_IMAGES_PER_TASK",
     "MAX_REQUEST_BYTES",
+    "MAX_WAIT_S",
     "SAMPLERS",
     "SCHEMAS",
     "SNS_MAX_MESSAGE_BYTES",
@@ -103,6 +113,12 @@ __all__ = [
     "TaskType",
     "Timings",
     "Txt2ImgContent",
+    "MAX_WEBHOOK_URL_LENGTH",
+    "WEBHOOK_EVENTS",
+    "WEBHOOK_LOOPBACK_CONTEXT",
+    "Webhook",
+    "WebhookPayload",
+    "check_webhook_url",
     "claim_check_key",
     "describe",
     "error_body",

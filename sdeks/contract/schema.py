@@ -6,7 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from sdeks.contract.task import CompletionEvent, ErrorBody, SubmitResponse, TaskMessage, TaskRequest, TaskStatus
+from sdeks.contract.task import (
+    CompletionEvent,
+    ErrorBody,
+    SubmitResponse,
+    TaskMessage,
+    TaskRequest,
+    TaskStatus,
+    WebhookPayload,
+)
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "request": TaskRequest,
@@ -15,6 +23,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "event": CompletionEvent,
     "error": ErrorBody,
     "message": TaskMessage,
+    "webhook": WebhookPayload,
 }
 
 

@@ -35,6 +35,7 @@ from sdeks.contract.content import (
     Content,
     TaskType,
 )
+from sdeks.contract.webhook import Webhook
 
 API_VERSION = "v1alpha2"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -54,6 +55,7 @@ class TaskMetadata(BaseModel):
     tasktype: TaskType
     prefix: str = Field(default="output", max_length=256, pattern=PREFIX_PATTERN, description="S3 key prefix")
     context: JsonValue = Field(default=None, description="opaque, echoed in the completion event")
+    webhook: Webhook | None = Field(default=None, description="receiver of signed task events (docs/api.md)")
 
     @field_validator("prefix")
     @classmethod
@@ -178,8 +180,12 @@ class TaskMessage(BaseModel):
         return self
 
 
-TaskState = Literal["queued", "running", "succeeded", "failed"]
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed"})
+TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+"""States of an ended task. ``failed`` may still become ``succeeded`` (a late retry); ``cancelled`` is final."""
+
+MAX_WAIT_S = 25
+"""Longest ``?wait=N`` the API holds a request open: inside API Gateway's 29 s integration timeout."""
 
 
 class SubmitResponse(BaseModel):
@@ -222,7 +228,7 @@ class CompletionEvent(BaseModel):
 
     id: str
     runtime: str
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "failed", "cancelled"]
     result: bool
     image_url: list[str] = Field(default_factory=list)
     output_url: str | None = None
@@ -230,6 +236,18 @@ class CompletionEvent(BaseModel):
     error: str | None = None
     attempt: int = Field(ge=1)
     timings: Timings | None = None
+
+
+class WebhookPayload(BaseModel):
+    """The JSON body POSTed to a task's webhook (Standard Webhooks' ``type``/``timestamp``/``data`` shape).
+
+    ``data`` is the task's completion event; ``timestamp`` is when the event reached
+    the deliverer, identical on every retry of the same delivery.
+    """
+
+    type: Literal["task.completed"]
+    timestamp: datetime
+    data: CompletionEvent
 
 
 class ErrorDetail(BaseModel):

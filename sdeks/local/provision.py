@@ -3,7 +3,8 @@
 Iterates over the same :func:`sdeks.config.resource_layout` as the CDK stack,
 so local mode exercises the topology that ``cdk deploy`` creates: one tasks
 topic, a queue + DLQ per runtime subscribed with raw delivery and a filter on
-the ``runtime`` attribute, a results topic, the task table and the bucket.
+the ``runtime`` attribute, a results topic with the webhook deliverer's queue +
+DLQ, the webhook signing secret, the task table and the bucket.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 import boto3
 
-from sdeks.config import TASK_TABLE_KEY, Config, resource_layout
+from sdeks.config import TASK_TABLE_KEY, Config, RuntimeQueues, WebhookQueues, resource_layout
+from sdeks.webhook_secret import new_secret_value
 
 
 @dataclass
@@ -37,6 +39,8 @@ class LocalResources:
     results_topic_arn: str
     task_table: str
     queues: dict[str, QueueRefs] = field(default_factory=dict)
+    webhook_queue: QueueRefs | None = None
+    webhook_secret_id: str = ""
 
 
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
@@ -49,7 +53,8 @@ def local_session(region: str) -> boto3.session.Session:
 
 def aws_clients(endpoint_url: str, region: str) -> dict[str, Any]:
     session = local_session(region)
-    return {name: session.client(name, endpoint_url=endpoint_url) for name in ("s3", "sns", "sqs", "dynamodb")}
+    services = ("s3", "sns", "sqs", "dynamodb", "secretsmanager")
+    return {name: session.client(name, endpoint_url=endpoint_url) for name in services}
 
 
 def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> LocalResources:
@@ -58,7 +63,7 @@ def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> L
     clients = aws_clients(endpoint_url, region)
     s3, sns, sqs, ddb = clients["s3"], clients["sns"], clients["sqs"], clients["dynamodb"]
 
-    bucket = config.output.bucket or f"{config.project}-output"
+    bucket = layout.local_output_bucket
     if region == "us-east-1":
         s3.create_bucket(Bucket=bucket)
     else:
@@ -77,26 +82,30 @@ def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> L
 
     queues: dict[str, QueueRefs] = {}
     for rq in layout.runtimes:
-        dlq_url = sqs.create_queue(
-            QueueName=rq.dlq_name, Attributes={"MessageRetentionPeriod": str(rq.dlq_retention_s)}
-        )["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        url = sqs.create_queue(
-            QueueName=rq.queue_name,
-            Attributes={
-                "VisibilityTimeout": str(rq.visibility_timeout_s),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": rq.max_receive_count}),
-            },
-        )["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        refs = _queue_with_dlq(sqs, rq)
         sns.subscribe(
             TopicArn=tasks_topic,
             Protocol="sqs",
-            Endpoint=arn,
+            Endpoint=refs.arn,
             Attributes={"RawMessageDelivery": "true", "FilterPolicy": json.dumps(rq.filter_policy)},
             ReturnSubscriptionArn=True,
         )
-        queues[rq.runtime.name] = QueueRefs(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)
+        queues[rq.runtime.name] = refs
+
+    hooks = layout.webhooks
+    webhook_queue = _queue_with_dlq(sqs, hooks)
+    sns.subscribe(
+        TopicArn=results_topic,
+        Protocol="sqs",
+        Endpoint=webhook_queue.arn,
+        Attributes={"RawMessageDelivery": "true"},
+        ReturnSubscriptionArn=True,
+    )
+    secrets = clients["secretsmanager"]
+    try:
+        secret_id = secrets.describe_secret(SecretId=hooks.secret_name)["ARN"]
+    except secrets.exceptions.ResourceNotFoundException:
+        secret_id = secrets.create_secret(Name=hooks.secret_name, SecretString=new_secret_value())["ARN"]
 
     return LocalResources(
         aws_endpoint_url=endpoint_url,
@@ -106,4 +115,23 @@ def provision(config: Config, endpoint_url: str, region: str = "us-east-1") -> L
         results_topic_arn=results_topic,
         task_table=layout.task_table_name,
         queues=queues,
+        webhook_queue=webhook_queue,
+        webhook_secret_id=secret_id,
     )
+
+
+def _queue_with_dlq(sqs: Any, spec: RuntimeQueues | WebhookQueues) -> QueueRefs:
+    """A queue and its DLQ as the layout describes them (names, visibility, maxReceiveCount, DLQ retention)."""
+    dlq_url = sqs.create_queue(
+        QueueName=spec.dlq_name, Attributes={"MessageRetentionPeriod": str(spec.dlq_retention_s)}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    url = sqs.create_queue(
+        QueueName=spec.queue_name,
+        Attributes={
+            "VisibilityTimeout": str(spec.visibility_timeout_s),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count}),
+        },
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return QueueRefs(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn)

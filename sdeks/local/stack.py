@@ -1,6 +1,6 @@
 """``sdeks local up``: the whole pipeline on 127.0.0.1.
 
-Start order follows the dependencies (AWS → API → runtimes → agents) and stop
+Start order follows the dependencies (AWS → API → webhook deliverer → runtimes → agents) and stop
 order is the reverse, so agents finish or release their tasks while everything
 they talk to is still up.
 """
@@ -26,6 +26,7 @@ from sdeks.local.agent_env import agent_env
 from sdeks.local.provision import provision
 from sdeks.local.state import STATE_DIR, LocalState, RuntimeEndpoints, pid_alive, state_path, write_state
 from sdeks.local.supervisor import Child, ChildFailedError, Supervisor, child_env
+from webhooks.settings import env_for as webhooks_env
 
 log = logging.getLogger("sdeks.local")
 
@@ -148,11 +149,20 @@ class LocalStack:
                     tasks_topic_arn=res.tasks_topic_arn,
                     task_table=res.task_table,
                     output_bucket=res.output_bucket,
+                    webhook_allow_loopback=True,  # local receivers listen on 127.0.0.1
                 ),
             },
             f"http://{HOST}:{opts.api_port}/healthz",
         )
         api.start()
+
+        progress("starting the webhook deliverer")
+        self._child(
+            "webhooks",
+            [sys.executable, "-m", "webhooks"],
+            {**LOCAL_AWS_ENV, **webhooks_env(res, allow_loopback=True, wait_time_s=opts.wait_time_s)},
+            None,
+        ).start()
 
         progress("preparing models")
         models_dir = opts.state_dir / "models"
@@ -199,12 +209,12 @@ class LocalStack:
                             agent_host=HOST,
                             prefetch=runtime.prefetch,
                             task_timeout_s=runtime.task_timeout_s,
-                            shutdown_grace_s=runtime.task_timeout_s,
+                            shutdown_grace_s=runtime.shutdown_grace_s,
                             wait_time_s=opts.wait_time_s,
                         ),
                     },
                     f"http://{HOST}:{agent_port}/healthz",
-                    stop_timeout_s=runtime.task_timeout_s + 5,
+                    stop_timeout_s=runtime.shutdown_grace_s + 5,
                 )
             )
             runtimes[runtime.name] = RuntimeEndpoints(
@@ -234,6 +244,8 @@ class LocalStack:
             results_topic_arn=res.results_topic_arn,
             task_table=res.task_table,
             queues={name: q.url for name, q in res.queues.items()},
+            webhook_queue_url=res.webhook_queue.url if res.webhook_queue else "",
+            webhook_secret_id=res.webhook_secret_id,
             runtimes=runtimes,
             supervisor_pid=os.getpid(),
             log_dir=str(opts.log_dir),

@@ -39,6 +39,8 @@ class LocalState(BaseModel):
     stop_timeout_s: float = Field(
         default=60.0, description="how long `sdeks local down` waits: the agents' shutdown grace and the rest"
     )
+    webhook_queue_url: str = ""
+    webhook_secret_id: str = ""
 
 
 def state_path(root: Path | None = None) -> Path:

@@ -11,7 +11,7 @@ import yaml
 
 from sdeks.config import load_config, resource_layout
 from sdeks.config.helm_values import CHART_DIR, helm_values
-from tests.fixtures.helm import CHART_TEST_VALUES, REPO
+from tests.fixtures.helm import CHART_TEST_VALUES, REPO, run_helm
 
 TWO_RUNTIMES = REPO / "config" / "two-runtimes.yaml"
 DEFAULT_CONFIG = REPO / "config" / "default.yaml"
@@ -33,6 +33,8 @@ def cloud_values(config_path, runtime_name: str) -> dict[str, Any]:
         model_bucket="sdeks-models-123456789012",
         cluster_name="sdeks",
         node_role="sdeks-gpu-nodes",
+        agent_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/queue-agent:1.0",
+        runtime_image="123456789012.dkr.ecr.eu-west-1.amazonaws.com/sd-runtime:1.0",
     )
 
 
@@ -152,7 +154,8 @@ def test_two_runtimes_from_config(name, helm_template, manifest_validator):
     assert agent["SDEKS_PREFETCH"] == str(runtime.prefetch)
     assert agent["SDEKS_INPUT_MAX_BYTES"] == str(config.inputs.max_bytes)
     assert agent["SDEKS_INPUT_TIMEOUT_S"] == "10"
-    assert spec["terminationGracePeriodSeconds"] >= runtime.task_timeout_s + 30
+    assert spec["terminationGracePeriodSeconds"] == runtime.shutdown_grace_s + 15 < SPOT_NOTICE_S
+    assert agent["SDEKS_SHUTDOWN_GRACE_S"] == str(runtime.shutdown_grace_s)
     assert spec["serviceAccountName"] == f"sdeks-{name}"
     assert spec["nodeSelector"]["karpenter.sh/nodepool"] == f"sdeks-{name}"
 
@@ -198,6 +201,8 @@ def test_helm_values_rejects_foreign_runtime():
             model_bucket="m",
             cluster_name="c",
             node_role="n",
+            agent_image="a",
+            runtime_image="r",
         )
 
 
@@ -262,9 +267,9 @@ def test_runtime_command_and_health_override(helm_template):
 
 
 def test_shutdown_grace_within_termination_grace(helm_template):
-    spec = pod_spec(helm_template({"agent": {"taskTimeoutSeconds": 600, "shutdownGraceSeconds": 90}}))
-    assert env(container(spec, "agent"))["SDEKS_SHUTDOWN_GRACE_S"] == "90"
-    assert spec["terminationGracePeriodSeconds"] == 660
+    spec = pod_spec(helm_template({"agent": {"taskTimeoutSeconds": 600, "shutdownGraceSeconds": 60}}))
+    assert env(container(spec, "agent"))["SDEKS_SHUTDOWN_GRACE_S"] == "60"
+    assert spec["terminationGracePeriodSeconds"] == 75
 
 
 def test_no_checkpoint_leaves_sd_model_unset(helm_template):
@@ -288,7 +293,7 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_INPUT_TIMEOUT_S": "10",
         "SDEKS_PREFETCH": "1",
         "SDEKS_TASK_TIMEOUT_S": "300",
-        "SDEKS_SHUTDOWN_GRACE_S": "300",
+        "SDEKS_SHUTDOWN_GRACE_S": "90",
         "SDEKS_AGENT_PORT": "9095",
         "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",
@@ -299,11 +304,21 @@ def test_agent_env_and_probes(helm_template):
     assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
-def test_termination_grace_covers_task_timeout(helm_template):
+SPOT_NOTICE_S = 120
+
+
+def test_termination_grace_fits_the_spot_notice_whatever_the_task_timeout(helm_template):
+    """Issue 14.5: a pod on a reclaimed spot node must be done (task released) before the instance goes."""
+    longest = {"shutdownGraceSeconds": 100, "terminationMarginSeconds": 15}
     for timeout in (60, 300, 3600):
-        spec = pod_spec(helm_template({"agent": {"taskTimeoutSeconds": timeout}}))
-        assert spec["terminationGracePeriodSeconds"] >= timeout + 30
-        assert env(container(spec, "agent"))["SDEKS_TASK_TIMEOUT_S"] == str(timeout)
+        for agent in ({}, longest):
+            result = helm_template({"agent": {"taskTimeoutSeconds": timeout, **agent}})
+            spec = pod_spec(result)
+            grace = int(env(container(spec, "agent"))["SDEKS_SHUTDOWN_GRACE_S"])
+            assert grace < spec["terminationGracePeriodSeconds"] < SPOT_NOTICE_S
+            assert env(container(spec, "agent"))["SDEKS_TASK_TIMEOUT_S"] == str(timeout)
+            node_grace = result.one("NodePool")["spec"]["template"]["spec"]["terminationGracePeriod"]
+            assert node_grace == f"{spec['terminationGracePeriodSeconds'] + 60}s"
 
 
 def test_security_context(helm_template):
@@ -438,7 +453,8 @@ def test_nodepool_parameters(helm_template):
     assert reqs["karpenter.k8s.aws/instance-family"]["values"] == ["g6e"]
     assert reqs["karpenter.sh/capacity-type"]["values"] == ["spot"]
     assert pool["limits"] == {"nvidia.com/gpu": "3"}
-    assert pool["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+    assert pool["disruption"]["consolidationPolicy"] == "WhenEmpty"
+    assert reqs["karpenter.k8s.aws/instance-gpu-count"]["values"] == ["1"]
     assert pool["template"]["spec"]["expireAfter"] == "168h"
     assert pool["template"]["spec"]["nodeClassRef"] == {
         "group": "karpenter.k8s.aws",
@@ -481,6 +497,10 @@ BAD_VALUES = [
     ({"aws": {"region": "moon"}}, "/aws/region"),
     ({"nodePool": {"tags": {"kubernetes.io/cluster/x": "owned"}}}, "invalid propertyName 'kubernetes.io/cluster/x'"),
     ({"nodePool": {"tags": {"team": ""}}}, "/nodePool/tags/team"),
+    ({"agent": {"shutdownGraceSeconds": 101}}, "/agent/shutdownGraceSeconds"),
+    ({"agent": {"terminationMarginSeconds": 16}}, "/agent/terminationMarginSeconds"),
+    ({"runtime": {"gpus": 0}}, "/runtime/gpus"),
+    ({"nodePool": {"consolidationPolicy": "WhenUnderutilized"}}, "/nodePool/consolidationPolicy"),
 ]
 
 
@@ -570,3 +590,44 @@ def test_readme_documents_every_value():
             missing.append(key)
     assert not missing, f"README values table lacks {missing}"
     assert set(values) - {"aws"} <= set(schema["properties"])
+
+
+def test_one_gpu_size_per_pod(helm_template):
+    """Nodes come only in sizes with exactly the GPUs a pod requests (one pod per node, nothing idle)."""
+    for gpus in (1, 4):
+        result = helm_template({"runtime": {"gpus": gpus}})
+        reqs = {r["key"]: r for r in result.one("NodePool")["spec"]["template"]["spec"]["requirements"]}
+        assert reqs["karpenter.k8s.aws/instance-gpu-count"] == {
+            "key": "karpenter.k8s.aws/instance-gpu-count",
+            "operator": "In",
+            "values": [str(gpus)],
+        }
+        runtime = container(pod_spec(result), "runtime")
+        assert runtime["resources"]["limits"]["nvidia.com/gpu"] == gpus
+
+
+def test_consolidation_can_be_opened_to_underutilized_nodes(helm_template):
+    pool = helm_template({"nodePool": {"consolidationPolicy": "WhenEmptyOrUnderutilized"}}).one("NodePool")
+    assert pool["spec"]["disruption"]["consolidationPolicy"] == "WhenEmptyOrUnderutilized"
+
+
+def test_a_failing_container_says_why(helm_template):
+    """A runtime that exits (missing checkpoint, bad config) leaves its last log lines for `kubectl describe`."""
+    spec = pod_spec(helm_template())
+    for name in ("runtime", "agent"):
+        assert container(spec, name)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_notes_name_the_model_location(helm_bin, tmp_path):
+    """What `helm install` prints: where models are mounted from and how to check them."""
+    result = run_helm(
+        helm_bin,
+        ["install", "sdeks-sdruntime", str(CHART_DIR), "-n", "sdeks", "--dry-run=client", "-f", str(CHART_TEST_VALUES)],
+        {"runtime": {"checkpoint": "v1-5.safetensors"}},
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "s3://sdeks-models-123456789012/models/ is mounted at /models" in notes
+    assert "the runtime loads v1-5.safetensors" in notes
+    assert "sdeks models list --runtime sdruntime --stack sdeks" in notes

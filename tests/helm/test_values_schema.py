@@ -138,6 +138,8 @@ def test_config_at_its_numeric_bounds_renders(edge, helm_template):
         model_bucket="sdeks-models-123456789012",
         cluster_name="sdeks",
         node_role="sdeks-gpu-node",
+        agent_image="123456789012.dkr.ecr.us-west-2.amazonaws.com/queue-agent:1.0",
+        runtime_image="123456789012.dkr.ecr.us-west-2.amazonaws.com/sd-runtime:1.0",
     )
     result = helm_template(values, base=False)
     assert result.one("ScaledObject")["spec"]["maxReplicaCount"] == config.runtimes[0].scaling.max_replicas

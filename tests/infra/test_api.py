@@ -39,6 +39,7 @@ def test_routes_require_an_api_key(synth_default):
     assert set(methods) == {
         ("POST", "/v1alpha2"),
         ("GET", "/v1alpha2/tasks/{id}"),
+        ("POST", "/v1alpha2/tasks/{id}/cancel"),
         ("GET", "/v1alpha2/runtimes"),
     }
     for props in methods.values():
@@ -47,6 +48,12 @@ def test_routes_require_an_api_key(synth_default):
         assert props["RequestValidatorId"]
     post = methods[("POST", "/v1alpha2")]
     assert "application/json" in post["RequestModels"]
+    assert methods[("POST", "/v1alpha2/tasks/{id}/cancel")]["RequestParameters"] == {"method.request.path.id": True}
+    # ?wait=N and ?presign pass through (optional); the handler validates them
+    for route in (("POST", "/v1alpha2"), ("GET", "/v1alpha2/tasks/{id}")):
+        params = methods[route]["RequestParameters"]
+        assert params["method.request.querystring.wait"] is False
+        assert params["method.request.querystring.presign"] is False
     validator = next(iter(synth_default.resources("AWS::ApiGateway::RequestValidator").values()))["Properties"]
     assert validator["ValidateRequestBody"] is True
     model = next(iter(synth_default.resources("AWS::ApiGateway::Model").values()))["Properties"]

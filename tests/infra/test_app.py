@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +48,23 @@ def test_config_from_environment_variable(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def _path_without_docker() -> str:
+    """PATH with node (jsii) and this Python, and no docker client: what a machine without Docker has."""
+    dirs = {str(Path(sys.executable).parent), str(Path(shutil.which("node")).parent)}
+    assert not any(shutil.which("docker", path=d) for d in dirs), f"docker found in {dirs}"
+    return os.pathsep.join(sorted(dirs))
+
+
 @pytest.mark.slow
 def test_default_config_synthesizes_with_cloudformation_validation(tmp_path):
-    """The one synth with the CDK's built-in CloudFormation validation on (and cdk-nag)."""
-    proc = _run_app(tmp_path, {"config": "config/default.yaml"})
+    """The one synth with the CDK's built-in CloudFormation validation on (and cdk-nag), without Docker:
+    the image assets are fingerprinted and staged at synth, built only by ``cdk deploy``."""
+    proc = _run_app(tmp_path, {"config": "config/default.yaml"}, env={"PATH": _path_without_docker()})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "cdk.out"
     report = json.loads((out / "validation-report.json").read_text())
     failures = [p for p in report["pluginReports"] if p.get("violations")]
     assert not failures, json.dumps(failures, indent=1)[:4000]
     assert (out / "sdeks.template.json").is_file()
+    images = json.loads((out / "sdeks.assets.json").read_text())["dockerImages"]
+    assert {i["source"]["dockerFile"] for i in images.values()} == {"queue_agent/Dockerfile", "sd_runtime/Dockerfile"}

@@ -29,6 +29,8 @@ def _render(value) -> str:
         return f"<{value['Ref']}>"
     if "Fn::GetAtt" in value:
         return "<{}.{}>".format(*value["Fn::GetAtt"])
+    if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return value["Fn::Sub"]  # ${AWS::AccountId}-style pseudo parameters stay as written
     raise AssertionError(f"unexpected intrinsic in helm values: {value}")
 
 
@@ -225,3 +227,21 @@ def test_every_release_waits_for_the_identities_its_pods_use(synth_any):
         a for a in synth_any.resources("AWS::EKS::Addon").values() if "mountpoint" in a["Properties"]["AddonName"]
     )
     assert csi in as_list(addon.get("DependsOn", []))
+
+
+def test_releases_are_spot_safe(synth_any):
+    """Issue 14.5 in the template: grace inside the spot notice, one GPU size per pod, no mid-task consolidation."""
+    import yaml
+
+    from sdeks.config.helm_values import CHART_DIR
+
+    chart_defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    margin = chart_defaults["agent"]["terminationMarginSeconds"]
+    assert chart_defaults["nodePool"]["consolidationPolicy"] == "WhenEmpty"
+    releases = _releases(synth_any)
+    for release in resource_layout(synth_any.config).releases:
+        values = _values(releases[release.release_name])
+        assert values["agent"]["shutdownGraceSeconds"] == release.runtime.shutdown_grace_s
+        assert values["agent"]["shutdownGraceSeconds"] + margin < 120
+        assert values["runtime"]["gpus"] == release.runtime.gpu.per_pod == 1
+        assert "consolidationPolicy" not in values["nodePool"]  # the chart's WhenEmpty applies

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sdeks.config import resource_layout
+from sdeks.webhook_retries import max_receives
 from tests.infra.helpers import as_list, is_tls_only, logical_id
 
 pytestmark = pytest.mark.slow
@@ -17,8 +18,10 @@ def test_one_queue_and_dlq_per_runtime(synth_any):
     queues = synth_any.resources("AWS::SQS::Queue")
     task_queues = {k for k, q in queues.items() if q["Properties"]["QueueName"] in names}
     assert len(task_queues) == len(names) == 2 * len(layout.runtimes)
-    # The only other queue is Karpenter's interruption queue.
-    assert {q["Properties"]["QueueName"] for k, q in queues.items() if k not in task_queues} <= {"sdeks-karpenter"}
+    # The only other queues: the webhook deliverer's (test_webhooks.py) and Karpenter's interruption queue.
+    hooks = {layout.webhooks.queue_name, layout.webhooks.dlq_name}
+    others = {q["Properties"]["QueueName"] for k, q in queues.items() if k not in task_queues}
+    assert hooks <= others <= hooks | {"sdeks-karpenter"}
     for rq in layout.runtimes:
         qid = logical_id(raw, "AWS::SQS::Queue", QueueName=rq.queue_name)
         did = logical_id(raw, "AWS::SQS::Queue", QueueName=rq.dlq_name)
@@ -39,14 +42,18 @@ def test_max_receive_counts_follow_the_config(synth_two_runtimes):
         for q in synth_two_runtimes.resources("AWS::SQS::Queue").values()
         if "RedrivePolicy" in q["Properties"]
     }
-    assert counts == {"sdeks-sd15": 3, "sdeks-comfy": 2}
+    assert counts == {"sdeks-sd15": 3, "sdeks-comfy": 2, "sdeks_webhooks": max_receives()}
 
 
 def test_subscriptions_filter_on_runtime_with_raw_delivery(synth_any):
     raw = synth_any.raw
     layout = resource_layout(synth_any.config)
     tasks = logical_id(raw, "AWS::SNS::Topic", TopicName=layout.tasks_topic_name)
-    subs = list(synth_any.resources("AWS::SNS::Subscription").values())
+    subs = [
+        s
+        for s in synth_any.resources("AWS::SNS::Subscription").values()
+        if s["Properties"]["TopicArn"] == {"Ref": tasks}
+    ]
     assert len(subs) == len(layout.runtimes)
     by_queue = {s["Properties"]["Endpoint"]["Fn::GetAtt"][0]: s["Properties"] for s in subs}
     for rq in layout.runtimes:

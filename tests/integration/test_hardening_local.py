@@ -22,7 +22,7 @@ CONFIG = """
 project: hardenlocal
 runtimes:
   - name: sdruntime
-    task_timeout_s: 20
+    shutdown_grace_s: 20
 """
 
 SLOW_TO_STOP = """
@@ -78,7 +78,7 @@ def test_down_then_up_again_on_the_same_ports(tmp_path: Path, tiny_model_dir):
     sdeks(tmp_path, *up, check=True)
     try:
         state = read_state(tmp_path / ".sdeks" / "local.json")
-        assert state is not None and state.stop_timeout_s >= 20 + 5  # the agent's grace is the task timeout
+        assert state is not None and state.stop_timeout_s >= 20 + 5  # the agent gets its shutdown grace
         for url in (f"{state.api_url}/healthz", f"{state.aws_endpoint_url}/moto-api/"):
             for _ in range(3):  # the servers close these connections first: their ports go to TIME_WAIT
                 httpx.get(url, headers={"Connection": "close"}, timeout=10)

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from queue_agent.errors import PermanentError, TransientError
-from queue_agent.fetch import InputFetcher, is_public_address
+from queue_agent.fetch import InputFetcher
+from sdeks.netguard import is_public_address
 
 
 @pytest.mark.parametrize(

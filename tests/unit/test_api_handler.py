@@ -382,3 +382,6 @@ def test_logs_never_carry_key_or_body(api, caplog):
     assert submitted[0]["task_id"] == "logged" and submitted[0]["runtime"] == "sdruntime"
     assert submitted[0]["tasktype"] == "text-to-image" and submitted[0]["bytes"] > 0
     assert {line["message"] for line in lines} >= {"submitted", "request"}
+    # each line names API Gateway's request id, so it joins the access log
+    [request] = [line for line in lines if line["message"] == "request" and line["status"] == 202]
+    assert request["request_id"] == submitted[0]["request_id"] and len(request["request_id"]) == 32

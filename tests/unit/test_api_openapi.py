@@ -7,6 +7,7 @@ import json
 from openapi_spec_validator import validate
 
 from sdeks.api.openapi import openapi_document, render
+from sdeks.contract import MAX_WAIT_S
 from tests.fixtures.api import OPENAPI_JSON
 
 
@@ -20,9 +21,21 @@ def test_openapi_document_is_valid():
 
 def test_openapi_covers_routes_errors_and_key():
     doc = openapi_document()
-    assert set(doc["paths"]) == {"/v1alpha2", "/v1alpha2/tasks/{id}", "/v1alpha2/runtimes"}
+    assert set(doc["paths"]) == {
+        "/v1alpha2",
+        "/v1alpha2/tasks/{id}",
+        "/v1alpha2/tasks/{id}/cancel",
+        "/v1alpha2/runtimes",
+    }
     post = doc["paths"]["/v1alpha2"]["post"]
-    assert {"202", "400", "403", "409", "413", "415", "503"} <= set(post["responses"])
+    assert {"200", "202", "400", "403", "409", "413", "415", "503"} <= set(post["responses"])
+    cancel = doc["paths"]["/v1alpha2/tasks/{id}/cancel"]["post"]
+    assert {"200", "400", "404", "409", "503"} <= set(cancel["responses"])
+    for operation in (post, doc["paths"]["/v1alpha2/tasks/{id}"]["get"]):
+        [wait] = [p for p in operation["parameters"] if p["name"] == "wait"]
+        assert wait["schema"]["maximum"] == MAX_WAIT_S == 25
+    status_states = doc["components"]["schemas"]["TaskStatus"]["properties"]["status"]["enum"]
+    assert "cancelled" in status_states
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TaskRequest"}
     assert {"200", "400", "404"} <= set(doc["paths"]["/v1alpha2/tasks/{id}"]["get"]["responses"])
     assert doc["components"]["securitySchemes"]["api_key"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}

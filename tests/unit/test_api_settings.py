@@ -31,7 +31,14 @@ def test_environment_reads_back_as_the_config_says(monkeypatch):
         [{"name": "sda", "type": "sdwebui", "max_work": 120.5}, {"name": "comfy", "type": "comfyui"}],
         output={"expire_days": 7},
     )
-    env = api_environment(config, **RESOURCES, output_bucket="out", public_base_url="https://api.example.com/sd/")
+    env = api_environment(
+        config,
+        **RESOURCES,
+        output_bucket="out",
+        public_base_url="https://api.example.com/sd/",
+        presign_images=True,
+        presign_expires_s=600,
+    )
     settings = _settings_from(env, monkeypatch)
     assert settings.runtimes == {"sda": "sdwebui", "comfy": "comfyui"}
     assert settings.tasks_topic_arn == RESOURCES["tasks_topic_arn"] and settings.task_table == "p-tasks"
@@ -39,6 +46,8 @@ def test_environment_reads_back_as_the_config_says(monkeypatch):
     assert settings.status_ttl_days == 7
     assert settings.public_base_url == "https://api.example.com/sd"
     assert settings.max_work == {"sda": 120.5, "comfy": 800}
+    assert settings.presign_images is True and env["SDEKS_PRESIGN_IMAGES"] == "1"
+    assert settings.presign_expires_s == 600
     # every setting the handler reads is set by the one function
     assert set(env) == {ENV_PREFIX + name.upper() for name in ApiSettings.model_fields}
 

@@ -36,12 +36,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-%s-models" .Release.Namespace (include "sdeks.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* Seconds a terminating pod gets: the task's grace plus the margin to interrupt, release and exit. */}}
+{{- define "sdeks.terminationGracePeriod" -}}
+{{- add .Values.agent.shutdownGraceSeconds .Values.agent.terminationMarginSeconds -}}
+{{- end -}}
+
 {{- define "sdeks.modelsRegion" -}}
 {{- default .Values.aws.region .Values.models.s3.region -}}
 {{- end -}}
 
 {{/* Values without a default: fail with the key's name (the schema also lists them). */}}
 {{- define "sdeks.validate" -}}
+{{- $_ := required "runtime.image is required: the inference server image (sd_runtime/Dockerfile)" .Values.runtime.image -}}
+{{- $_ := required "agent.image is required: the queue agent image (queue_agent/Dockerfile)" .Values.agent.image -}}
 {{- $_ := required "agent.queueUrl is required: the SQS queue URL of this runtime" .Values.agent.queueUrl -}}
 {{- $_ := required "agent.outputBucket is required: the S3 bucket for generated images" .Values.agent.outputBucket -}}
 {{- $_ := required "agent.resultsTopicArn is required: the SNS results topic ARN" .Values.agent.resultsTopicArn -}}
