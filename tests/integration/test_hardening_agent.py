@@ -127,3 +127,16 @@ def test_allowed_host_that_does_not_resolve_fails_at_once(stack, fake_runtime, s
     assert fake_runtime.generation_calls() == []
     time.sleep(2.5)
     assert stack.queue_counts() == (0, 0) and stack.queue_counts(stack.queue.dlq_url) == (0, 0)
+
+
+def test_workflow_with_a_url_input_never_reaches_the_runtime(stack, fake_runtime, start_agent):
+    start_agent(stack.resources, fake_runtime.url, runtime_type="comfyui")
+    workflow = {
+        "1": {"class_type": "LoadImageFromUrl", "inputs": {"url": "http://169.254.169.254/latest/meta-data/"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    msg = task_message(workflow, tasktype="pipeline")
+    stack.publish(msg)
+    (event,) = stack.wait_events(msg["id"])
+    assert event["status"] == "failed" and "workflow input 1.url is a URL" in event["error"]
+    assert fake_runtime.generation_calls() == []
