@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sdeks.config import parse_config
@@ -52,3 +54,23 @@ def test_public_endpoint_only_from_configured_cidrs(tmp_path_factory):
 def test_bad_public_cidrs_fail_with_a_clear_message(cidrs, words):
     with pytest.raises(ValueError, match=words):
         parse_config({"project": "p", "cluster": {"endpoint_public_cidrs": cidrs}, "runtimes": [{"name": "sd"}]})
+
+
+def test_network_policies_are_enforced(synth_default):
+    """The chart's NetworkPolicy only works where the CNI enforces it: the VPC CNI add-on has its agent on."""
+    [cni] = [
+        a for a in synth_default.resources("AWS::EKS::Addon").values() if a["Properties"]["AddonName"] == "vpc-cni"
+    ]
+    assert json.loads(cni["Properties"]["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
+    assert cni["Properties"]["ResolveConflicts"] == "OVERWRITE"  # adopts the cluster's self-managed install
+    releases = [
+        r
+        for r in synth_default.resources("Custom::AWSCDK-EKS-HelmChart").values()
+        if "ChartAssetURL" in r["Properties"]  # the sd-on-eks releases (Karpenter and KEDA come from registries)
+    ]
+    [cni_id] = [
+        lid
+        for lid, a in synth_default.resources("AWS::EKS::Addon").items()
+        if a["Properties"]["AddonName"] == "vpc-cni"
+    ]
+    assert releases and all(cni_id in r.get("DependsOn", []) for r in releases)
