@@ -1,6 +1,8 @@
-"""Topics and queues: tasks topic → per-runtime queue (filter on ``runtime``) + DLQ; results topic."""
+"""Topics and queues: tasks topic → per-runtime queue (filter on ``runtime`` or ``model``) + DLQ; results topic."""
 
 from __future__ import annotations
+
+from typing import cast
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_kms as kms
@@ -62,14 +64,8 @@ class Messaging(Construct):
                 dead_letter_queue=sqs.DeadLetterQueue(queue=dlq, max_receive_count=rq.max_receive_count),
             )
             # Adds the queue policy statement: sns:SendMessage from this topic only (aws:SourceArn).
-            self.tasks_topic.add_subscription(
-                subs.SqsSubscription(
-                    queue,
-                    raw_message_delivery=True,
-                    filter_policy={
-                        attr: sns.SubscriptionFilter.string_filter(allowlist=values)
-                        for attr, values in rq.filter_policy.items()
-                    },
-                )
-            )
+            subscription = self.tasks_topic.add_subscription(subs.SqsSubscription(queue, raw_message_delivery=True))
+            # The policy as the layout states it, on the L1 resource: SubscriptionFilter cannot express
+            # the "$or" of runtime name and models for message attributes.
+            cast(sns.CfnSubscription, subscription.node.default_child).filter_policy = rq.filter_policy
             self.runtime_queues[name] = RuntimeQueue(self, name, queue=queue, dlq=dlq)

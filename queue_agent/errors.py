@@ -28,6 +28,10 @@ class RuntimeUnavailable(TransientError):  # noqa: N818 (reads better than ...Er
     """The runtime did not answer at all; the worker waits for /healthz before taking more work."""
 
 
+class RuntimeTimeout(TransientError):  # noqa: N818 (pairs with RuntimeUnavailable)
+    """The task ran past ``SDEKS_TASK_TIMEOUT_S`` on the runtime; the runtime was told to interrupt it."""
+
+
 def aws_code(exc: Exception) -> str:
     """The AWS error code of a failed call (``NoSuchKey``, ``ServiceUnavailable``), else the exception's name."""
     if isinstance(exc, ClientError):

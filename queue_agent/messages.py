@@ -18,7 +18,6 @@ looked at a second time, to salvage the identity its failure is announced under.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -54,11 +53,10 @@ class Unparseable(Exception):  # noqa: N818
 
 @dataclass(frozen=True)
 class Identity:
-    """What a failure is announced under: the task id, its runtime, its submission time and context."""
+    """What a failure is announced under: the task id, its runtime and its context."""
 
     task_id: str
     runtime: str
-    submitted_at: datetime | None = None
     context: JsonValue = None
 
 
@@ -115,7 +113,7 @@ class Job:
 
     @property
     def identity(self) -> Identity:
-        return Identity(self.task_id, self.runtime, self.submitted_at, self.task.metadata.context)
+        return Identity(self.task_id, self.runtime, self.task.metadata.context)
 
 
 @dataclass(frozen=True)
@@ -161,14 +159,11 @@ def identify(body: str) -> Identity:
     if not isinstance(task_id, str) or not _ID.match(task_id):
         raise Unparseable("message has no valid task id")
     runtime = data.get("runtime") if isinstance(data.get("runtime"), str) else ""
-    submitted = None
-    with contextlib.suppress(ValueError):
-        submitted = _aware(datetime.fromisoformat(str(data.get("submitted_at")).replace("Z", "+00:00")))
     context = None
     task = data.get("task")
     if isinstance(task, dict) and isinstance(task.get("metadata"), dict):
         context = task["metadata"].get("context")
-    return Identity(task_id, runtime[:40], submitted, context)
+    return Identity(task_id, runtime[:40], context)
 
 
 def parse(body: str, routing: Routing, claims: ClaimChecks | None = None) -> Job:
@@ -183,12 +178,7 @@ def parse(body: str, routing: Routing, claims: ClaimChecks | None = None) -> Job
         raise Rejected(
             identity, PermanentError(routing.reason(exc, "invalid task message", identity.runtime))
         ) from None
-    identity = Identity(
-        message.id,
-        message.runtime,
-        _aware(message.submitted_at),
-        message.task.metadata.context if message.task else None,
-    )
+    identity = Identity(message.id, message.runtime, message.task.metadata.context if message.task else None)
     try:
         task = message.task or resolve_claim_check(message.claim_check or "", message.runtime, routing, claims)
         if task.metadata.id and task.metadata.id != message.id:

@@ -17,7 +17,8 @@ class Metrics:
         labels = {"runtime": runtime}
         self.tasks = Counter(
             "sdeks_agent_tasks",
-            "Task outcomes: succeeded, failed, retried (transient, backoff), dlq, skipped (already done)",
+            "Task outcomes: succeeded, failed, retried (transient, backoff), dlq, skipped (already done), "
+            "cancelled, unparseable",
             ["runtime", "status"],
             registry=self.registry,
         )
@@ -56,7 +57,10 @@ class Metrics:
             registry=self.registry,
         ).labels(**labels)
         self.held = Gauge(
-            "sdeks_agent_messages_held", "Messages held (running + prefetched)", ["runtime"], registry=self.registry
+            "sdeks_agent_messages_held",
+            "Messages held (in flight at the runtime, prefetched, finishing)",
+            ["runtime"],
+            registry=self.registry,
         ).labels(**labels)
         self.ready = Gauge(
             "sdeks_agent_runtime_ready",

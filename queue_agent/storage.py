@@ -22,22 +22,18 @@ class Storage:
         self.s3 = s3
         self.bucket = bucket
 
-    def put_outputs(
-        self, prefix: str, task_id: str, images: list[bytes], info: dict[str, Any]
-    ) -> tuple[list[str], str]:
-        """Write images and info; return their ``s3://`` URIs."""
-        uris = []
-        try:
-            for n, data in enumerate(images, start=1):
-                key = image_key(prefix, task_id, n)
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType="image/png")
-                uris.append(s3_uri(self.bucket, key))
-            key = info_key(prefix, task_id)
-            body = json.dumps(info, separators=(",", ":"), default=str).encode()
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
-        except AWS_ERRORS as exc:
-            raise aws_error("storing outputs failed", exc) from None
-        return uris, s3_uri(self.bucket, key)
+    def put_image(self, prefix: str, task_id: str, n: int, data: bytes) -> str:
+        """Write the n-th image (1-based); return its ``s3://`` URI."""
+        key = image_key(prefix, task_id, n)
+        self._put(key, data, "image/png", "storing outputs failed")
+        return s3_uri(self.bucket, key)
+
+    def put_info(self, prefix: str, task_id: str, info: dict[str, Any]) -> str:
+        """Write the runtime's parameters/info JSON; return its ``s3://`` URI."""
+        key = info_key(prefix, task_id)
+        body = json.dumps(info, separators=(",", ":"), default=str).encode()
+        self._put(key, body, "application/json", "storing outputs failed")
+        return s3_uri(self.bucket, key)
 
     def get_event(self, task_id: str) -> bytes | None:
         """The stored event of a task that was already announced, else ``None``."""
@@ -49,7 +45,10 @@ class Storage:
             raise aws_error("reading the stored event failed", exc) from None
 
     def put_event(self, task_id: str, body: bytes) -> None:
+        self._put(event_key(task_id), body, "application/json", "storing the event failed")
+
+    def _put(self, key: str, body: bytes, content_type: str, what: str) -> None:
         try:
-            self.s3.put_object(Bucket=self.bucket, Key=event_key(task_id), Body=body, ContentType="application/json")
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         except AWS_ERRORS as exc:
-            raise aws_error("storing the event failed", exc) from None
+            raise aws_error(what, exc) from None

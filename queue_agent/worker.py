@@ -1,33 +1,35 @@
-"""The agent loop: receive (with prefetch) → run → store → announce → delete.
+"""The agent's state machine: receive → prepare → run → finish, each stage overlapping the others.
 
-Three threads share the work so the runtime never waits on AWS:
+The runtime (the GPU) must never wait on AWS, so no AWS round trip sits between
+two runtime calls:
 
-- the **receiver** waits for the runtime's health probe, long-polls SQS while
-  fewer than ``1 + prefetch`` tasks are waiting or running, parses each message
-  (claim check included) and fetches its inputs;
-- the **runner** takes prepared tasks one at a time, marks them running and
-  calls the runtime — nothing else, so the next task starts the moment the
-  previous one returns;
-- the **finisher** stores outputs, announces, updates the status row and
-  deletes (or releases the message with a backoff).
+- the **receiver** waits for the runtime's health probe, then long-polls SQS
+  (through the :class:`~queue_agent.consumer.SqsConsumer`) whenever fewer tasks are
+  prepared beyond the two in flight at the runtime than the prefetch target — a
+  count (``SDEKS_PREFETCH``) raised to cover :data:`PREFETCH_HORIZON_S` of runtime
+  work at the recent task duration, so short tasks get a deeper buffer;
+- the **prepare pool** parses each message once (claim check included), checks
+  for an earlier completion and a cancellation, and fetches inputs, several at once;
+- the **dispatcher** sends prepared tasks in receive order to the
+  :class:`~queue_agent.lane.RuntimeLane`, which keeps two in flight: the next
+  task already waits at the runtime while the current one executes;
+- the **finish pool** hands each task to the :class:`~queue_agent.finish.Finisher`,
+  several at once.
 
-A heartbeat thread extends the visibility of every held message.
-
-Failure classes (:mod:`queue_agent.errors`): permanent → status failed, failed
-event, delete; transient → visibility set to a backoff, message kept; on the
-last delivery before the DLQ (``ApproximateReceiveCount >= maxReceiveCount``)
-a failed event says the task goes to the DLQ and the status row is marked failed,
-the message is not deleted. Unparseable messages are never deleted either.
-Nothing is deleted before its result is stored and announced.
+Every held message stays invisible through the consumer's heartbeat. Each path
+ends in one :class:`~queue_agent.outcomes.Outcome`, counted and logged in one place;
+:mod:`queue_agent.finish` documents the failure classes and the order of the
+finishing steps (nothing is deleted before its result is stored and announced).
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-import queue
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,68 +40,71 @@ from botocore.config import Config as BotoConfig
 
 from queue_agent import events, messages
 from queue_agent.adapters import Adapter, RuntimeResult, make_adapter
-from queue_agent.errors import AWS_ERRORS, PermanentError, RuntimeUnavailable, TaskError, TransientError, aws_error
+from queue_agent.cancel import CancelCheck, NothingCancelled
+from queue_agent.consumer import SqsConsumer
+from queue_agent.errors import PermanentError, RuntimeUnavailable, TaskError, TransientError
 from queue_agent.fetch import InputFetcher
-from queue_agent.heartbeat import Heartbeat
+from queue_agent.finish import Finisher
+from queue_agent.held import Held, Stage, Verdict
+from queue_agent.lane import DEPTH, RuntimeLane, Slot
 from queue_agent.logs import log
-from queue_agent.messages import ClaimChecks, Identity, Job, Received, Rejected, Routing, Unparseable
+from queue_agent.messages import ClaimChecks, Job, Rejected, Routing, Unparseable
 from queue_agent.metrics import Metrics
+from queue_agent.outcomes import Outcome, report
 from queue_agent.settings import Settings
 from queue_agent.storage import Storage
-from sdeks.contract import CompletionEvent, Timings
 from sdeks.tasks_table import TaskTable
 
-MAX_VISIBILITY_S = 43200
-
-
-def backoff_s(receive_count: int, base_s: float, cap_s: float) -> int:
-    """Visibility before the next attempt: ``min(base · 2^(n-1), cap)`` whole seconds."""
-    if base_s <= 0:
-        return 0
-    exponent = min(max(receive_count, 1) - 1, 30)
-    return int(min(MAX_VISIBILITY_S, cap_s, math.ceil(base_s * 2**exponent)))
+PREFETCH_HORIZON_S = 2.0
+"""Prepare at least this much runtime work ahead (at the recent task duration), so short tasks never starve."""
+MAX_AHEAD = 10
+"""At most this many tasks prepared ahead of the executing one (one SQS receive's worth)."""
+MAX_FINISHING = 32
+"""Stop receiving while this many tasks are still being stored and announced (AWS is slower than the GPU)."""
+RUN_AVERAGE_WEIGHT = 0.2
 
 
 @dataclass
-class Held:
-    """A message this agent holds, and what became of it."""
+class AwsClients:
+    """The AWS clients the agent uses; injected in tests (moto in-process, Stubber)."""
 
-    msg: Received
-    state: str = "preparing"  # preparing → ready → running → finishing
-    job: Job | None = None
-    identity: Identity | None = None
-    outcome: str = ""  # success | permanent | transient | skip | replay
-    error: TaskError | None = None
-    result: RuntimeResult | None = None
-    stored_event: bytes | None = None
-    started_at: datetime | None = None
+    sqs: Any
+    s3: Any
+    sns: Any
+    table: TaskTable
 
-    @property
-    def task_id(self) -> str | None:
-        return self.identity.task_id if self.identity else None
-
-    def fields(self) -> dict[str, Any]:
-        return {"task_id": self.task_id, "message_id": self.msg.message_id, "receive_count": self.msg.receive_count}
-
-
-class Agent:
-    def __init__(self, settings: Settings, adapter: Adapter | None = None) -> None:
-        self.settings = settings
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AwsClients:
         session = boto3.session.Session(region_name=settings.aws_region)
-        aws = BotoConfig(
+        config = BotoConfig(
             retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=5,
             read_timeout=settings.wait_time_s + 15,
-            max_pool_connections=20,
+            max_pool_connections=64,
         )
-        self.sqs = session.client("sqs", config=aws)
-        self.s3 = session.client("s3", config=aws)
-        self.sns = session.client("sns", config=aws)
-        self.table = TaskTable(session.resource("dynamodb", config=aws).Table(settings.task_table))
-        self.storage = Storage(self.s3, settings.output_bucket)
-        self.publisher = events.Publisher(self.sns, settings.results_topic_arn)
+        return cls(
+            sqs=session.client("sqs", config=config),
+            s3=session.client("s3", config=config),
+            sns=session.client("sns", config=config),
+            table=TaskTable(session.resource("dynamodb", config=config).Table(settings.task_table)),
+        )
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        adapter: Adapter | None = None,
+        clients: AwsClients | None = None,
+        cancels: CancelCheck | None = None,
+    ) -> None:
+        self.settings = settings
+        aws = clients or AwsClients.from_settings(settings)
+        self.table = aws.table
+        self.consumer = SqsConsumer(aws.sqs, settings.queue_url, visibility_s=settings.visibility_s, clock=time.time)
+        self.storage = Storage(aws.s3, settings.output_bucket)
         self.fetcher = InputFetcher(
-            s3=self.s3,
+            s3=aws.s3,
             allowed_buckets=settings.input_buckets,
             allowed_hosts=tuple(settings.allowed_input_hosts),
             max_bytes=settings.input_max_bytes,
@@ -108,83 +113,91 @@ class Agent:
         self.adapter = adapter or make_adapter(
             settings.runtime_type, settings.runtime_url, settings.task_timeout_s, settings.health_path
         )
+        self.lane = RuntimeLane(self.adapter, settings.task_timeout_s, depth=DEPTH if settings.prefetch else 1)
+        self.cancels: CancelCheck = cancels or NothingCancelled()
         self.metrics = Metrics(settings.runtime_name)
         self.routing = Routing(settings.runtime_name, settings.runtime_type)
-        self.claims = ClaimChecks(self.s3, settings.output_bucket, settings.claim_check_max_bytes)
+        self.claims = ClaimChecks(aws.s3, settings.output_bucket, settings.claim_check_max_bytes)
 
         self.stopping = threading.Event()
         self.runtime_ready = threading.Event()
         self.stopped = threading.Event()
-        self.vis_lock = threading.Lock()
-        self._lock = threading.Condition()
+        self._cond = threading.Condition()
         self._held: dict[str, Held] = {}
-        self._ready: queue.Queue[Held] = queue.Queue()
-        self._finish: queue.Queue[Held] = queue.Queue(maxsize=4)
-        self.max_receive_count: int | None = None
-        self.heartbeat = Heartbeat(
-            self.sqs, settings.queue_url, settings.visibility_s, self._handles, self.vis_lock, self.stopped
-        )
+        self._order: deque[Held] = deque()  # preparing/ready, in receive order
+        self._run_avg_s: float | None = None
         self._threads: list[threading.Thread] = []
-        self._marker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
+        self._prepare_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="prepare")
+        self._status_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="status")
+        self._finish_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="finish")
+        self.finisher = Finisher(
+            settings,
+            self.consumer,
+            self.storage,
+            events.Publisher(aws.sns, settings.results_topic_arn),
+            self.table,
+            self.metrics,
+            release=self._release,
+            forget=self._forget,
+        )
 
     # --- held messages ----------------------------------------------------------
 
-    def _handles(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return [(h.msg.message_id, h.msg.receipt_handle) for h in self._held.values()]
-
     def _hold(self, held: Held) -> None:
-        with self._lock:
+        with self._cond:
             self._held[held.msg.message_id] = held
             self.metrics.held.set(len(self._held))
 
-    def _drop(self, held: Held) -> None:
-        with self._lock:
+    def _forget(self, held: Held) -> None:
+        with self._cond:
             self._held.pop(held.msg.message_id, None)
             self.metrics.held.set(len(self._held))
-            self._lock.notify_all()
+            self._cond.notify_all()
 
-    def _set_state(self, held: Held, state: str) -> None:
-        with self._lock:
-            held.state = state
-            self._lock.notify_all()
-
-    def _slots(self) -> int:
-        with self._lock:
-            busy = sum(1 for h in self._held.values() if h.state in ("preparing", "ready", "running"))
-        return 1 + self.settings.prefetch - busy
+    def _count(self, *stages: Stage) -> int:
+        return sum(1 for h in self._held.values() if h.stage in stages)
 
     def held_count(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._held)
+
+    def ahead_target(self) -> int:
+        """Tasks to hold prepared beyond those in flight at the runtime: the count, raised to cover the time horizon.
+
+        Until a task has run, only the count applies: an agent that just started does not yet know
+        whether its tasks take 0.1 s or 5 minutes, and must not lock up ten long ones.
+        """
+        count = self.settings.prefetch
+        if count == 0 or self._run_avg_s is None:
+            return count
+        by_time = math.ceil(PREFETCH_HORIZON_S / max(self._run_avg_s, 0.01))
+        return min(MAX_AHEAD, max(count, by_time))
+
+    def _receive_room(self) -> int:
+        with self._cond:
+            if self._count(Stage.FINISHING) >= MAX_FINISHING:
+                return 0
+            unfinished = self._count(Stage.PREPARING, Stage.READY, Stage.RUNNING)
+            return self.lane.depth + self.ahead_target() - unfinished
 
     # --- lifecycle --------------------------------------------------------------
 
-    def read_queue_policy(self) -> None:
-        """maxReceiveCount from the queue's RedrivePolicy (``None`` without a DLQ)."""
-        try:
-            attrs = self.sqs.get_queue_attributes(QueueUrl=self.settings.queue_url, AttributeNames=["RedrivePolicy"])
-            policy = attrs.get("Attributes", {}).get("RedrivePolicy")
-            self.max_receive_count = int(json.loads(policy)["maxReceiveCount"]) if policy else None
-        except (*AWS_ERRORS, ValueError, KeyError) as exc:
-            log.warning("cannot read the queue's redrive policy", extra={"error": type(exc).__name__})
-        log.info("queue policy", extra={"max_receive_count": self.max_receive_count})
-
     def start(self) -> None:
-        self.read_queue_policy()
+        self.finisher.max_receive_count = self.consumer.max_receive_count()
+        log.info("queue policy", extra={"max_receive_count": self.finisher.max_receive_count})
+        self.consumer.start()
         self._threads = [
             threading.Thread(target=self._guard(self.receive_loop), name="receiver", daemon=True),
-            threading.Thread(target=self._guard(self.run_loop), name="runner", daemon=True),
-            threading.Thread(target=self._guard(self.finish_loop), name="finisher", daemon=True),
+            threading.Thread(target=self._guard(self.dispatch_loop), name="dispatcher", daemon=True),
+            threading.Thread(target=self._guard(self.cancel_loop), name="cancel-watch", daemon=True),
         ]
         for thread in self._threads:
             thread.start()
-        self.heartbeat.start()
 
     def alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads) and self.heartbeat.is_alive()
+        return all(t.is_alive() for t in self._threads) and self.consumer.alive() and self.lane.alive()
 
-    def _guard(self, loop: Any) -> Any:
+    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
             while not self.stopped.is_set():
                 try:
@@ -197,53 +210,43 @@ class Agent:
         return run
 
     def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop receiving; release prefetched messages now; finish or release the running task; stop."""
+        """Stop receiving; release prefetched messages now; finish or release what runs; stop."""
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         log.info("shutting down", extra={"grace_s": grace, "held": self.held_count()})
         self.stopping.set()
-        self.runtime_ready.set()  # wake waiters
-        self._release_ready()
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not any(h.state in ("running", "finishing") for h in self._held.values()):
-                    break
-                self._lock.wait(min(max(0.0, deadline - time.monotonic()), 0.2))
-            self._release_ready()
+        self._release_not_started()
+        with self._cond:
+            self._cond.wait_for(
+                lambda: not self._count(Stage.RUNNING, Stage.FINISHING), max(0.0, deadline - time.monotonic())
+            )
         receiver = self._threads[0] if self._threads else None
         if receiver is not None:
             receiver.join(max(0.0, min(deadline - time.monotonic(), self.settings.wait_time_s + 1)))
-        self._release_ready()
-        with self._lock:
-            left = list(self._held.values())
+        self._release_not_started()
+        with self._cond:
+            left = [h for h in self._held.values() if not h.released]
         for held in left:
-            log.warning("releasing unfinished task", extra={**held.fields(), "state": held.state})
             self._release(held, 0)
+            report(self.metrics, Outcome.RELEASED_UNFINISHED, held.fields(stage=held.stage.name.lower()))
         self.stopped.set()
+        self.consumer.close()
+        self.lane.close()
         self.adapter.close()
         log.info("stopped")
 
-    def _release_ready(self) -> None:
-        while True:
-            try:
-                held = self._ready.get_nowait()
-            except queue.Empty:
-                return
-            log.info("releasing prefetched task", extra=held.fields())
+    def _release_not_started(self) -> None:
+        with self._cond:
+            waiting = [h for h in self._order if not h.released]
+            self._order.clear()
+        for held in waiting:
             self._release(held, 0)
+            report(self.metrics, Outcome.RELEASED_PREFETCHED, held.fields())
 
     def _release(self, held: Held, visibility_s: int) -> None:
-        """Give a message back to the queue after ``visibility_s``; never raises."""
-        with self.vis_lock:
-            self._drop(held)
-            try:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.settings.queue_url,
-                    ReceiptHandle=held.msg.receipt_handle,
-                    VisibilityTimeout=visibility_s,
-                )
-            except AWS_ERRORS as exc:
-                log.warning("cannot change visibility", extra={**held.fields(), "error": type(exc).__name__})
+        held.released = True
+        self.consumer.release(held.msg, visibility_s)
+        self._forget(held)
 
     # --- receiver ---------------------------------------------------------------
 
@@ -270,272 +273,174 @@ class Agent:
         while not self.stopping.is_set():
             if not self.runtime_ready.is_set() and not self.wait_runtime():
                 break
-            slots = self._slots()
-            if slots <= 0:
-                with self._lock:
-                    self._lock.wait(0.5)
+            room = self._receive_room()
+            if room <= 0:
+                with self._cond:
+                    self._cond.wait(0.5)
                 continue
             try:
-                resp = self.sqs.receive_message(
-                    QueueUrl=self.settings.queue_url,
-                    MaxNumberOfMessages=min(10, slots),
-                    WaitTimeSeconds=self.settings.wait_time_s,
-                    VisibilityTimeout=self.settings.visibility_s,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
-                )
+                received = self.consumer.receive(room, self.settings.wait_time_s)
                 error_pause = 1.0
-            except AWS_ERRORS as exc:
-                log.warning("receive failed", extra={"error": aws_error("receive", exc).reason})
+            except TransientError as exc:
+                log.warning("receive failed", extra={"error": exc.reason})
                 self.stopping.wait(error_pause)
                 error_pause = min(error_pause * 2, 30.0)
                 continue
-            now = time.time()
-            for raw in resp.get("Messages", []):
-                held = Held(Received.from_sqs(raw, now))
+            for msg in received:
+                held = Held(msg)
                 self._hold(held)
-                self.metrics.receive_count.observe(held.msg.receive_count)
+                self.metrics.receive_count.observe(msg.receive_count)
                 if self.stopping.is_set():
                     self._release(held, 0)
+                    report(self.metrics, Outcome.RELEASED_PREFETCHED, held.fields())
                     continue
-                self.prepare(held)
+                with self._cond:
+                    self._order.append(held)
+                self._prepare_pool.submit(self.prepare, held)
 
     def prepare(self, held: Held) -> None:
-        """Parse, resolve, check for an earlier completion, fetch inputs; then queue it for the runner."""
+        """Parse, check for an earlier completion or a cancellation, fetch inputs; the verdict if it cannot run."""
         try:
-            held.job = messages.parse(held.msg.body, self.routing, self.claims)
+            held.verdict = self._prepare(held)
+        except TaskError as exc:
+            held.error = exc
+            held.verdict = Verdict.REJECTED if isinstance(exc, PermanentError) else Verdict.RETRY
+        except Exception:  # a bug must not lose the message: it is retried
+            log.exception("preparing a task failed unexpectedly", extra=held.fields())
+            held.error = TransientError("preparing the task failed unexpectedly")
+            held.verdict = Verdict.RETRY
+        with self._cond:
+            if held.stage is Stage.PREPARING:
+                held.stage = Stage.READY
+            self._cond.notify_all()
+
+    def _prepare(self, held: Held) -> Verdict | None:
+        try:
+            job = messages.parse(held.msg.body, self.routing, self.claims)
         except Unparseable as exc:
-            self._unparseable(held, exc.reason)
-            return
+            held.unparseable = exc.reason
+            return Verdict.UNPARSEABLE
         except Rejected as exc:
             held.identity, held.error = exc.identity, exc.error
-            held.outcome = "permanent" if isinstance(exc.error, PermanentError) else "transient"
-            self._to_finisher(held)
-            return
-        held.identity = held.job.identity
-        try:
-            stored = self.storage.get_event(held.job.task_id)
-            if stored is not None:
-                held.outcome, held.stored_event = "replay", stored
-                self._to_finisher(held)
-                return
-            self.adapter.prepare(held.job, self.fetcher)
-        except TaskError as exc:
-            held.outcome, held.error = ("permanent" if isinstance(exc, PermanentError) else "transient"), exc
-            self._to_finisher(held)
-            return
-        log.info("task received", extra={**held.fields(), "tasktype": held.job.tasktype})
-        self._set_state(held, "ready")
-        self._ready.put(held)
+            return Verdict.REJECTED if isinstance(exc.error, PermanentError) else Verdict.RETRY
+        if not self._claim(held, job):
+            return Verdict.DUPLICATE
+        held.job = job
+        held.stored_event = self.storage.get_event(job.task_id)
+        if held.stored_event is not None:
+            return Verdict.ANNOUNCED_BEFORE
+        if self.cancels.cancelled([job.task_id]):
+            return Verdict.CANCELLED
+        self.adapter.prepare(job, self.fetcher)
+        log.info("task received", extra=held.fields(tasktype=job.tasktype))
+        return None
 
-    def _unparseable(self, held: Held, reason: str) -> None:
-        log.warning(
-            "unparseable message left for the DLQ",
-            extra={**held.fields(), "reason": reason, "max_receive_count": self.max_receive_count},
-        )
-        self.metrics.task("unparseable")
-        self._release(
-            held, backoff_s(held.msg.receive_count, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        )
+    def _claim(self, held: Held, job: Job) -> bool:
+        """Make ``held`` the one copy of its task this agent works on; ``False`` if another copy is held.
 
-    def _to_finisher(self, held: Held) -> None:
-        self._set_state(held, "finishing")
-        self._finish.put(held)
+        SNS delivers at least once, so two copies of a task may arrive in one batch. Only one
+        runs; the other comes back once the first has stored its event, and re-announces it.
+        """
+        with self._cond:
+            taken = any(other.task_id == job.task_id for other in self._held.values() if not other.released)
+            held.identity = job.identity
+            return not taken
 
-    # --- runner -----------------------------------------------------------------
+    # --- dispatcher -------------------------------------------------------------
 
-    def run_loop(self) -> None:
+    def _next_prepared(self) -> Held | None:
+        """The oldest held task once it is prepared (receive order is run order), else ``None`` after a wait."""
+        with self._cond:
+            if not (self._order and self._order[0].stage is Stage.READY):
+                self._cond.wait(0.2)
+                return None
+            return self._order[0]
+
+    def _pop(self, held: Held) -> bool:
+        with self._cond:
+            if not self._order or self._order[0] is not held or held.released:
+                return False
+            self._order.popleft()
+            self._cond.notify_all()
+            return True
+
+    def dispatch_loop(self) -> None:
         while not self.stopping.is_set():
-            if not self.runtime_ready.wait(0.5):
+            held = self._next_prepared()
+            if held is None:
                 continue
-            try:
-                held = self._ready.get(timeout=0.2)
-            except queue.Empty:
+            if held.verdict is not None or held.cancelled:
+                if self._pop(held):
+                    held.verdict = held.verdict or Verdict.CANCELLED
+                    self._to_finish(held)
                 continue
-            if self.stopping.is_set():
-                self._release(held, 0)
+            if not self.runtime_ready.is_set():
+                self.stopping.wait(0.2)
                 continue
-            self.run_one(held)
+            assert held.job is not None
+            if not self.lane.wait_room(self.adapter.exclusive(held.job), self.stopping):
+                continue
+            if self._pop(held):
+                self._start(held)
 
-    def run_one(self, held: Held) -> None:
+    def _start(self, held: Held) -> None:
         job = held.job
         assert job is not None
-        self._set_state(held, "running")
         now = datetime.now(UTC)
+        with self._cond:
+            held.stage = Stage.RUNNING
+            self._cond.notify_all()
         held.started_at = now
         # The status row is written while the runtime already works: its round trip stays off the
-        # runtime's critical path. If the row says the task already succeeded, the result is discarded
+        # runtime's path. If the row says the task already succeeded, the result is discarded
         # (nothing has been stored yet) and the message acknowledged.
-        marking = self._marker.submit(self.table.mark_running, job.task_id, job.runtime, held.msg.receive_count, now)
-        try:
-            self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
-            log.info("task running", extra=held.fields())
-            started = time.monotonic()
-            try:
-                held.result = self.adapter.run(job)
-            finally:
-                self.metrics.add_busy(time.monotonic() - started)
-            held.outcome = "success"
-        except TaskError as exc:
-            held.outcome, held.error = ("permanent" if isinstance(exc, PermanentError) else "transient"), exc
-            if isinstance(exc, RuntimeUnavailable):
+        held.marking = self._status_pool.submit(
+            self.table.mark_running, job.task_id, job.runtime, held.msg.receive_count, now
+        )
+        self.metrics.queue_wait.observe(max(0.0, (now - job.submitted_at).total_seconds()))
+        log.info("task running", extra=held.fields())
+        held.slot = self.lane.submit(job, functools.partial(self._ran, held))
+
+    def _ran(self, held: Held, slot: Slot, result: RuntimeResult | None, error: TaskError | None) -> None:
+        """The runtime answered (or failed): decide the verdict and hand the task to the finishing side."""
+        held.slot = slot
+        self.metrics.add_busy(slot.run_s)
+        if error is None:
+            self._run_avg_s = (
+                slot.run_s
+                if self._run_avg_s is None
+                else (1 - RUN_AVERAGE_WEIGHT) * self._run_avg_s + RUN_AVERAGE_WEIGHT * slot.run_s
+            )
+            held.result, held.verdict = result, Verdict.RAN
+        else:
+            held.error = error
+            held.verdict = Verdict.REJECTED if isinstance(error, PermanentError) else Verdict.RETRY
+            if isinstance(error, RuntimeUnavailable):
                 self.runtime_ready.clear()
                 self.metrics.ready.set(0)
-        try:
-            if marking.result() is None:
-                held.outcome, held.result = "skip", None
-        except AWS_ERRORS as exc:
-            if held.outcome == "success":  # a failure is announced anyway; a success needs its row
-                held.outcome, held.error = "transient", aws_error("status update failed", exc)
-        self._to_finisher(held)
+        self._to_finish(held)
 
-    # --- finisher ---------------------------------------------------------------
+    # --- cancellation -----------------------------------------------------------
 
-    def finish_loop(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                held = self._finish.get(timeout=0.2)
-            except queue.Empty:
+    def cancel_loop(self) -> None:
+        """Every heartbeat, ask whether a held task was cancelled: skip it, or interrupt it on the runtime."""
+        while not self.stopping.wait(self.consumer.heartbeat_s):
+            with self._cond:
+                watched = {h.task_id: h for h in self._held.values() if h.task_id and h.stage is not Stage.FINISHING}
+            if not watched:
                 continue
-            self.finish(held)
+            for task_id in self.cancels.cancelled(list(watched)):
+                held = watched[task_id]
+                held.cancelled = True
+                if held.slot is not None:
+                    self.lane.cancel(held.slot)
+            with self._cond:
+                self._cond.notify_all()
 
-    def finish(self, held: Held) -> None:
-        try:
-            handler = {
-                "success": self._succeed,
-                "permanent": self._fail,
-                "transient": self._retry,
-                "skip": self._skip,
-                "replay": self._replay,
-            }[held.outcome]
-            handler(held)
-        except TransientError as exc:
-            # storing/announcing failed: keep the message, try again later
-            held.error = exc
-            self._retry(held)
-        finally:
-            self._drop(held)
-            total = time.time() - held.msg.received_at
-            self.metrics.total_duration.observe(total)
+    # --- finishing --------------------------------------------------------------
 
-    def _timings(self, held: Held, run_s: float) -> Timings:
-        job = held.job
-        assert job is not None and held.started_at is not None
-        queued = max(0.0, (held.started_at - job.submitted_at).total_seconds())
-        total = max(0.0, (datetime.now(UTC) - job.submitted_at).total_seconds())
-        return Timings(queued_s=round(queued, 3), run_s=round(run_s, 3), total_s=round(total, 3))
-
-    def _succeed(self, held: Held) -> None:
-        job, result = held.job, held.result
-        assert job is not None and result is not None
-        uris, info_uri = self.storage.put_outputs(job.prefix, job.task_id, result.images, result.info)
-        event = events.build_event(
-            task_id=job.task_id,
-            runtime=job.runtime,
-            status="succeeded",
-            attempt=held.msg.receive_count,
-            context=job.task.metadata.context,
-            image_url=uris,
-            output_url=info_uri,
-            timings=self._timings(held, result.run_s),
-        )
-        body = events.encode(event)
-        self.storage.put_event(job.task_id, body)
-        self.publisher.publish(body, job.runtime, "succeeded")
-        self._mark_succeeded(job.task_id, uris)
-        self._delete(held)
-        self.metrics.task("succeeded")
-        log.info("task succeeded", extra={**held.fields(), "images": len(uris), "run_s": round(result.run_s, 3)})
-
-    def _fail(self, held: Held) -> None:
-        assert held.error is not None and held.identity is not None
-        reason = held.error.reason
-        task_id = held.identity.task_id
-        runtime = held.identity.runtime or self.settings.runtime_name
-        context = held.identity.context
-        try:
-            still_open = self.table.mark_failed(task_id, reason)
-        except AWS_ERRORS as exc:
-            raise aws_error("status update failed", exc) from None
-        if still_open:
-            event = events.build_event(
-                task_id=task_id,
-                runtime=runtime,
-                status="failed",
-                attempt=held.msg.receive_count,
-                context=context,
-                error=reason,
-            )
-            body = events.encode(event)
-            self.storage.put_event(task_id, body)
-            self.publisher.publish(body, runtime, "failed")
-        self._delete(held)
-        self.metrics.task("failed")
-        log.warning("task failed", extra={**held.fields(), "reason": reason})
-
-    def _retry(self, held: Held) -> None:
-        reason = held.error.reason if held.error else "unknown"
-        count = held.msg.receive_count
-        mrc = self.max_receive_count
-        if mrc is not None and count >= mrc and held.identity is not None:
-            self._announce_dlq(held, reason)
-            self._release(held, 0)
-            return
-        delay = backoff_s(count, self.settings.backoff_base_s, self.settings.backoff_max_s)
-        self.metrics.task("retried")
-        log.warning("task will be retried", extra={**held.fields(), "reason": reason, "backoff_s": delay})
-        self._release(held, delay)
-
-    def _announce_dlq(self, held: Held, reason: str) -> None:
-        """Last delivery: say so, mark failed, leave the message for SQS to move to the DLQ."""
-        ident = held.identity
-        assert ident is not None
-        runtime = ident.runtime or self.settings.runtime_name
-        error = f"moved to the dead-letter queue after {held.msg.receive_count} attempts: {reason}"
-        self.metrics.task("dlq")
-        log.error("task goes to the DLQ", extra={**held.fields(), "reason": reason})
-        try:
-            if self.table.mark_failed(ident.task_id, error):
-                event = events.build_event(
-                    task_id=ident.task_id,
-                    runtime=runtime,
-                    status="failed",
-                    attempt=held.msg.receive_count,
-                    context=ident.context,
-                    error=error,
-                )
-                self.publisher.publish(events.encode(event), runtime, "failed")
-        except (*AWS_ERRORS, TransientError) as exc:
-            log.warning("cannot announce the DLQ move", extra={**held.fields(), "error": type(exc).__name__})
-
-    def _skip(self, held: Held) -> None:
-        log.info("task already succeeded; acknowledging", extra=held.fields())
-        self._delete(held)
-        self.metrics.task("skipped")
-
-    def _replay(self, held: Held) -> None:
-        """The task was announced before (the agent died before deleting): announce the same event again."""
-        assert held.stored_event is not None
-        event = CompletionEvent.model_validate_json(held.stored_event)
-        self.publisher.publish(held.stored_event, event.runtime, event.status)
-        try:
-            if event.status == "succeeded":
-                self.table.mark_succeeded(event.id, event.image_url)
-            else:
-                self.table.mark_failed(event.id, event.error or "failed")
-        except AWS_ERRORS as exc:
-            raise aws_error("status update failed", exc) from None
-        self._delete(held)
-        self.metrics.task("skipped")
-        log.info("task completed earlier; event re-announced", extra=held.fields())
-
-    def _mark_succeeded(self, task_id: str, uris: list[str]) -> None:
-        try:
-            self.table.mark_succeeded(task_id, uris)
-        except AWS_ERRORS as exc:
-            raise aws_error("status update failed", exc) from None
-
-    def _delete(self, held: Held) -> None:
-        try:
-            self.sqs.delete_message(QueueUrl=self.settings.queue_url, ReceiptHandle=held.msg.receipt_handle)
-        except AWS_ERRORS as exc:
-            raise aws_error("delete failed", exc) from None
+    def _to_finish(self, held: Held) -> None:
+        with self._cond:
+            held.stage = Stage.FINISHING
+            self._cond.notify_all()
+        self._finish_pool.submit(self.finisher.finish, held)

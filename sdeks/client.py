@@ -43,7 +43,7 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _check(self, response: httpx.Response) -> dict[str, Any]:
+    def _check(self, response: httpx.Response) -> Any:
         try:
             body = response.json()
         except ValueError:
@@ -75,6 +75,10 @@ class ApiClient:
             params["wait"] = str(wait_s)
         response = self._http.get(f"/{API_VERSION}/tasks/{task_id}", params=params, timeout=self._timeout(wait_s))
         return TaskStatus.model_validate(self._check(response))
+
+    def runtimes(self) -> list[dict[str, Any]]:
+        """``GET /v1alpha2/runtimes``: the configured runtimes with their task types and models."""
+        return self._check(self._http.get(f"/{API_VERSION}/runtimes"))
 
     def cancel(self, task_id: str) -> TaskStatus:
         """Cancel a queued or running task (idempotent); ApiError ``task_finished`` when it already ended."""

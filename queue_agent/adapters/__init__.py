@@ -1,8 +1,12 @@
 """Runtime adapters: turn a :class:`~queue_agent.messages.Job` into runtime calls and images.
 
-``prepare`` runs while another task occupies the runtime (prefetch): it fetches
-inputs and builds the request. ``run`` calls the runtime and returns a
-:class:`RuntimeResult`. Both raise :class:`PermanentError`/:class:`TransientError`.
+``prepare`` runs while other tasks occupy the runtime (prefetch): it fetches
+inputs and builds the request. ``run`` calls the runtime within a
+:class:`~queue_agent.lane.Slot` (which says when the task started and whether it
+ran out of time) and returns a :class:`RuntimeResult`. Both raise
+:class:`PermanentError`/:class:`TransientError`; ``run`` raises
+:class:`RuntimeTimeout` for a task past its timeout. ``interrupt`` stops one
+task on the runtime; ``exclusive`` says a task must have the runtime to itself.
 """
 
 from __future__ import annotations
@@ -12,22 +16,27 @@ from typing import Any, Protocol
 
 import httpx
 
-from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
+from queue_agent.errors import PermanentError, RuntimeTimeout, RuntimeUnavailable, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.lane import Slot
 from queue_agent.messages import Job
+from sdeks.contract import RuntimeType
 
 
 @dataclass
 class RuntimeResult:
     images: list[bytes]
     info: dict[str, Any] = field(default_factory=dict)
-    run_s: float = 0.0
 
 
 class Adapter(Protocol):
     def prepare(self, job: Job, fetcher: InputFetcher) -> None: ...
 
-    def run(self, job: Job) -> RuntimeResult: ...
+    def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult: ...
+
+    def exclusive(self, job: Job) -> bool: ...
+
+    def interrupt(self, slot: Slot) -> None: ...
 
     def healthy(self) -> bool: ...
 
@@ -43,9 +52,16 @@ class HttpAdapter:
         self.client = httpx.Client(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(request_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_keepalive_connections=4),
+            limits=httpx.Limits(max_keepalive_connections=8),
             trust_env=False,
         )
+
+    def slot(self, job: Job, slot: Slot | None) -> Slot:
+        """The given slot, or one for a task run on its own (nothing ahead of it)."""
+        return slot or Slot.alone(job, self.timeout_s)
+
+    def exclusive(self, job: Job) -> bool:
+        return False
 
     def close(self) -> None:
         self.client.close()
@@ -94,7 +110,7 @@ def request(client: httpx.Client, method: str, path: str, what: str, **kwargs: A
     try:
         resp = client.request(method, path, **kwargs)
     except httpx.TimeoutException:
-        raise TransientError(f"runtime {what} timed out") from None
+        raise RuntimeTimeout(f"runtime {what} timed out") from None
     except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         raise RuntimeUnavailable(f"runtime {what} unreachable: {type(exc).__name__}") from None
     except httpx.HTTPError as exc:
@@ -110,7 +126,7 @@ def json_of(resp: httpx.Response, what: str) -> Any:
         raise TransientError(f"runtime {what} answered with invalid JSON") from None
 
 
-def make_adapter(runtime_type: str, base_url: str, timeout_s: float, health_path: str) -> Adapter:
+def make_adapter(runtime_type: RuntimeType, base_url: str, timeout_s: float, health_path: str) -> Adapter:
     if runtime_type == "comfyui":
         from queue_agent.adapters.comfyui import ComfyUIAdapter
 

@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
-from queue_agent.errors import PermanentError, TransientError
+from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.lane import Slot
 from queue_agent.messages import Job
 
 POLL_INTERVAL_S = 0.05
@@ -58,10 +59,10 @@ class ComfyUIAdapter(HttpAdapter):
             )
         job.payload = {"prompt": workflow, "client_id": self.client_id}
 
-    def run(self, job: Job) -> RuntimeResult:
+    def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult:
         if job.payload is None:
             raise PermanentError("task was not prepared")
-        started = time.monotonic()
+        slot = self.slot(job, slot)
         try:
             resp = request(self.client, "POST", "/prompt", "prompt", json=job.payload)
         except PermanentError as exc:
@@ -71,9 +72,8 @@ class ComfyUIAdapter(HttpAdapter):
             raise TransientError("runtime prompt answered without a prompt_id")
         if queued.get("node_errors"):
             raise PermanentError(f"workflow rejected: node_errors {_short(queued['node_errors'])}")
-        prompt_id = str(queued["prompt_id"])
-        entry = self._wait(prompt_id, started)
-        run_s = time.monotonic() - started
+        slot.ref = str(queued["prompt_id"])
+        entry = self._wait(slot)
         status = entry.get("status") or {}
         if status.get("status_str") == "error":
             raise PermanentError(f"workflow failed: {_execution_error(status)}")
@@ -87,15 +87,16 @@ class ComfyUIAdapter(HttpAdapter):
         if not saved:
             raise PermanentError("workflow produced no images")
         images = [self._view(r) for r in saved]
-        info = {"prompt_id": prompt_id, "outputs": entry.get("outputs"), "status": status}
-        return RuntimeResult(images=images, info=info, run_s=run_s)
+        info = {"prompt_id": slot.ref, "outputs": entry.get("outputs"), "status": status}
+        return RuntimeResult(images=images, info=info)
 
-    def _wait(self, prompt_id: str, started: float) -> dict[str, Any]:
+    def _wait(self, slot: Slot) -> dict[str, Any]:
+        """Poll the prompt's history until it is done, the slot runs out of time, or it is cancelled."""
         interval = POLL_INTERVAL_S
         while True:
-            resp = request(self.client, "GET", f"/history/{prompt_id}", "history")
+            resp = request(self.client, "GET", f"/history/{slot.ref}", "history")
             history = json_of(resp, "history")
-            entry = history.get(prompt_id) if isinstance(history, dict) else None
+            entry = history.get(slot.ref) if isinstance(history, dict) else None
             if isinstance(entry, dict):
                 status = entry.get("status") or {}
                 if (
@@ -104,9 +105,11 @@ class ComfyUIAdapter(HttpAdapter):
                     or (not status and entry.get("outputs"))
                 ):
                     return entry
-            if time.monotonic() - started > self.timeout_s:
-                self.interrupt()
-                raise TransientError(f"runtime workflow timed out after {self.timeout_s}s")
+            if slot.cancelled:
+                raise TransientError("runtime workflow was interrupted")
+            if slot.overdue() or time.monotonic() - slot.sent_at > slot.request_timeout_s:
+                self.interrupt(slot)
+                raise RuntimeTimeout(f"runtime workflow timed out after {slot.timeout_s:g}s")
             time.sleep(interval)
             interval = min(interval * 1.5, POLL_MAX_INTERVAL_S)
 
@@ -114,9 +117,13 @@ class ComfyUIAdapter(HttpAdapter):
         params = {"filename": ref["filename"], "subfolder": ref.get("subfolder", ""), "type": ref.get("type", "output")}
         return request(self.client, "GET", "/view", "view", params=params).content
 
-    def interrupt(self) -> None:
+    def interrupt(self, slot: Slot) -> None:
+        """Stop this prompt only: interrupt it if it is executing, drop it if it still waits in the queue."""
+        if slot.ref is None:
+            return
         with contextlib.suppress(httpx.HTTPError):
-            self.client.post("/interrupt", timeout=3.0)
+            self.client.post("/interrupt", json={"prompt_id": slot.ref}, timeout=3.0)
+            self.client.post("/queue", json={"delete": [slot.ref]}, timeout=3.0)
 
 
 def _short(value: Any) -> str:

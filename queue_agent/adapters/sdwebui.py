@@ -16,15 +16,15 @@ import base64
 import binascii
 import contextlib
 import json
-import time
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
 from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
-from queue_agent.errors import PermanentError, TransientError
+from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.lane import Slot
 from queue_agent.messages import Job
 from sdeks.contract.images import strip_data_uri
 
@@ -35,8 +35,6 @@ ENDPOINTS = {
     "extra-batch-images": "/sdapi/v1/extra-batch-images",
 }
 IMAGE_FIELDS = ("init_images", "mask", "image", "imageList")
-IDLE_WAIT_S = 30.0
-"""How long a timed-out task waits for the interrupted runtime to go idle (sd_runtime stops within ~3 s)."""
 
 
 def modelled_content(content: BaseModel) -> tuple[dict[str, Any], list[str]]:
@@ -107,11 +105,16 @@ def _strip_images(parameters: Any, inputs: dict[str, str]) -> Any:
 
 class SdWebUIAdapter(HttpAdapter):
     def __init__(self, base_url: str, timeout_s: float, health_path: str = "/healthz") -> None:
-        # One A1111 call renders the whole task, so it may take the task's whole timeout.
+        # One A1111 call renders the whole task, so it may take the task's whole timeout
+        # (each call passes its slot's limit, which adds the wait behind a task ahead).
         super().__init__(base_url, timeout_s, health_path, request_timeout_s=timeout_s)
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
         job.payload = build_payload(job, fetcher)
+
+    def exclusive(self, job: Job) -> bool:
+        """A checkpoint switch changes the model under any task queued at the runtime: it runs alone."""
+        return bool(job.task.content.checkpoint)  # type: ignore[union-attr]
 
     def ensure_checkpoint(self, checkpoint: str) -> None:
         resp = request(self.client, "GET", "/sdapi/v1/options", "options")
@@ -120,22 +123,23 @@ class SdWebUIAdapter(HttpAdapter):
             return
         request(self.client, "POST", "/sdapi/v1/options", "options", json={"sd_model_checkpoint": checkpoint})
 
-    def run(self, job: Job) -> RuntimeResult:
+    def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult:
         if job.payload is None:
             raise PermanentError("task was not prepared")
+        slot = self.slot(job, slot)
         checkpoint = job.task.content.checkpoint  # type: ignore[union-attr]
         if checkpoint:
             self.ensure_checkpoint(checkpoint)
         what = job.tasktype
-        started = time.monotonic()
         try:
-            resp = request(self.client, "POST", ENDPOINTS[job.tasktype], what, json=job.payload)
-        except TransientError as exc:
-            if "timed out" in exc.reason:
-                self.interrupt()
-                self.wait_idle()
+            resp = request(
+                self.client, "POST", ENDPOINTS[job.tasktype], what, json=job.payload, timeout=slot.request_timeout_s
+            )
+        except RuntimeTimeout:
+            self.interrupt(slot)
             raise
-        run_s = time.monotonic() - started
+        if slot.expired:
+            raise RuntimeTimeout(f"runtime {what} timed out after {slot.timeout_s:g}s")
         body = json_of(resp, what)
         if not isinstance(body, dict):
             raise TransientError(f"runtime {what} answered with an unexpected body")
@@ -154,32 +158,17 @@ class SdWebUIAdapter(HttpAdapter):
                     with contextlib.suppress(ValueError):
                         parsed = json.loads(parsed)
                 info["info"] = parsed
+        if slot.cancelled or (isinstance(info.get("info"), dict) and info["info"].get("interrupted") is True):
+            # partial images of an interrupted run are never stored as the task's result
+            raise TransientError(f"runtime {what} was interrupted")
         info["parameters"] = _strip_images(body.get("parameters", job.payload), job.inputs)
         if checkpoint:
             info["sd_model_checkpoint"] = checkpoint
         if job.ignored:
             info["ignored_fields"] = job.ignored
-        return RuntimeResult(images=images, info=info, run_s=run_s)
+        return RuntimeResult(images=images, info=info)
 
-    def interrupt(self) -> None:
+    def interrupt(self, slot: Slot) -> None:
+        """A1111 interrupts whatever it is executing; the lane calls this only for a started task."""
         with contextlib.suppress(httpx.HTTPError):
             self.client.post("/sdapi/v1/interrupt", timeout=3.0)
-
-    def wait_idle(self, limit_s: float = IDLE_WAIT_S) -> bool:
-        """After interrupting a timed-out task, wait until the runtime has stopped it (``/progress``: no job).
-
-        The runtime keeps working after the agent gives up on its answer; without this wait the
-        retry (or the next task) would queue behind the abandoned render. False when it is still
-        busy after ``limit_s`` (the caller's error stays transient: the retry waits its backoff).
-        """
-        deadline = time.monotonic() + limit_s
-        while True:
-            try:
-                state = self.client.get("/sdapi/v1/progress", timeout=3.0).json().get("state") or {}
-            except (httpx.HTTPError, ValueError, AttributeError):
-                return False
-            if not state.get("job"):
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)

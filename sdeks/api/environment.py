@@ -31,6 +31,7 @@ def api_environment(
     # Every field is given, so nothing of the caller's own environment (a settings source) leaks in.
     settings = ApiSettings(
         runtimes=config.runtime_types,
+        models=config.runtime_models,
         tasks_topic_arn=tasks_topic_arn,
         task_table=task_table,
         output_bucket=output_bucket,

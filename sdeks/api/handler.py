@@ -57,6 +57,7 @@ from sdeks.contract import (
     TERMINAL_STATES,
     WEBHOOK_LOOPBACK_CONTEXT,
     ErrorCode,
+    Route,
     RuntimeInfo,
     SubmitResponse,
     Task,
@@ -85,8 +86,11 @@ WAIT_POLL_S = (0.1, 1.0)
 ROUTING_FIELDS = {
     ErrorCode.UNKNOWN_RUNTIME: "task.metadata.runtime",
     ErrorCode.UNSUPPORTED_TASKTYPE: "task.metadata.tasktype",
+    ErrorCode.UNKNOWN_MODEL: "task.metadata.runtime",
+    ErrorCode.AMBIGUOUS_MODEL: "task.metadata.runtime",
 }
-"""The contract's routing errors (raised with these types) and the request field each one is about."""
+"""The contract's routing errors (raised with these types) and the request field each one is about,
+unless the error names its own (``ctx.field``: the checkpoint field that routed the task)."""
 
 
 def row_fields(task: Task) -> dict[str, Any]:
@@ -167,6 +171,8 @@ class Api:
         check_json_content_type(event.headers.get("content-type"))
         data = parse_json(body)
         task = self._validate(data).with_id()
+        route = task.route(self.settings.runtimes, self.settings.models)
+        task = task.with_runtime(route.runtime)
         self._within_budget(task)
         fingerprint = task.fingerprint()
         meta = task.metadata
@@ -191,7 +197,7 @@ class Api:
                 {"id": task.id},
             )
         if submission.must_publish:
-            claim_check = self._publish(task, fields)
+            claim_check = self._publish(task, route, fields)
             try:
                 self.table.mark_enqueued(task.id)
             except _aws_errors() as exc:  # published: the agent tolerates a later duplicate, the client needs no retry
@@ -210,6 +216,7 @@ class Api:
         try:
             context = {
                 "runtimes": dict(self.settings.runtimes),
+                "models": self.settings.models,
                 WEBHOOK_LOOPBACK_CONTEXT: self.settings.webhook_allow_loopback,
             }
             return TaskRequest.model_validate(data, context=context).task
@@ -232,13 +239,14 @@ class Api:
             {"field": "task.content", "work": work, "max_work": limit},
         )
 
-    def _publish(self, task: Task, fields: dict[str, Any]) -> bool:
-        """Publish the task message (inline or as a claim check); True when a claim check was used."""
+    def _publish(self, task: Task, route: Route, fields: dict[str, Any]) -> bool:
+        """Publish the task message (inline or as a claim check); True when a claim check was used.
+
+        The message attributes are the route's: they, and the queues' filter policies, put the task
+        on exactly one runtime's queue (:mod:`sdeks.contract.routing`).
+        """
         meta = task.metadata
-        attributes = {
-            "runtime": {"DataType": "String", "StringValue": meta.runtime},
-            "tasktype": {"DataType": "String", "StringValue": meta.tasktype},
-        }
+        attributes = {name: {"DataType": "String", "StringValue": value} for name, value in route.attributes().items()}
         attributes_size = sum(len(k) + len(v["DataType"]) + len(v["StringValue"]) for k, v in attributes.items())
         now = datetime.now(UTC)
         message = TaskMessage(id=task.id, runtime=meta.runtime, submitted_at=now, task=task).model_dump_json()
@@ -350,7 +358,12 @@ class Api:
 
     def runtimes(self) -> Response:
         infos = [
-            RuntimeInfo(name=name, type=kind, tasktypes=list(TASKTYPES_BY_RUNTIME_TYPE[kind])).model_dump(mode="json")
+            RuntimeInfo(
+                name=name,
+                type=kind,
+                tasktypes=list(TASKTYPES_BY_RUNTIME_TYPE[kind]),
+                models=self.settings.models.get(name, []),
+            ).model_dump(mode="json")
             for name, kind in sorted(self.settings.runtimes.items())
         ]
         return json_answer(200, infos)
@@ -372,9 +385,12 @@ def _validation_error(exc: ValidationError) -> HttpError:
     if not routing:
         return HttpError(400, ErrorCode.VALIDATION_ERROR, summarize(exc), describe(exc))
     err = routing[0]
-    problems = [{"field": ROUTING_FIELDS[err["type"]], "message": err["msg"]}]
-    message = f"{problems[0]['field']}: {problems[0]['message']}"
-    return HttpError(400, ErrorCode(err["type"]), message, problems)
+    ctx = err.get("ctx") or {}
+    problem = {"field": ctx.get("field", ROUTING_FIELDS[err["type"]]), "message": err["msg"]}
+    if "available" in ctx:
+        problem["available"] = ctx["available"]
+    message = f"{problem['field']}: {problem['message']}"
+    return HttpError(400, ErrorCode(err["type"]), message, [problem])
 
 
 @dataclass(frozen=True)

@@ -130,8 +130,11 @@ def openapi_document() -> dict[str, Any]:
                         "400": _error(
                             f"{ErrorCode.MALFORMED_JSON}, {ErrorCode.MALFORMED_BODY}, {ErrorCode.VALIDATION_ERROR} "
                             f"(details name each field), {ErrorCode.UNKNOWN_RUNTIME} (message lists the configured "
-                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.INVALID_QUERY} (wait, presign), "
-                            f"{ErrorCode.OVER_BUDGET} (the task asks more megapixel-steps than its runtime's max_work)",
+                            f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.UNKNOWN_MODEL} / "
+                            f"{ErrorCode.AMBIGUOUS_MODEL} (a task naming no runtime: no runtime, or several, declare "
+                            f"its checkpoint; details[0].available lists the checkpoints by runtime), "
+                            f"{ErrorCode.INVALID_QUERY} (wait, presign), {ErrorCode.OVER_BUDGET} (the task asks more "
+                            "megapixel-steps than its runtime's max_work)",
                             err,
                         ),
                         "403": forbidden,
@@ -186,7 +189,7 @@ def openapi_document() -> dict[str, Any]:
             f"/{API_VERSION}/runtimes": {
                 "get": {
                     "operationId": "listRuntimes",
-                    "summary": "The configured runtimes and the tasktypes each serves",
+                    "summary": "The configured runtimes, the tasktypes and the checkpoints each serves",
                     "responses": {
                         "200": {
                             "description": "configured runtimes",

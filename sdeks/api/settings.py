@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from sdeks.contract import RuntimeType, summarize
@@ -33,6 +33,9 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     runtimes: dict[str, RuntimeType] = Field(min_length=1, description="configured runtimes, name → runtime type")
+    models: dict[str, list[str]] = Field(
+        default_factory=dict, description="checkpoints each runtime declares, name → [checkpoint] (task routing)"
+    )
     tasks_topic_arn: str = Field(min_length=1)
     task_table: str = Field(min_length=1)
     output_bucket: str = Field(min_length=1)
@@ -53,6 +56,13 @@ class ApiSettings(BaseSettings):
     webhook_allow_loopback: bool = Field(
         default=False, description="local mode only: admit webhook receivers on 127.0.0.1 (never set by CDK)"
     )
+
+    @model_validator(mode="after")
+    def _models_of_runtimes(self) -> ApiSettings:
+        strays = sorted(set(self.models) - set(self.runtimes))
+        if strays:
+            raise ValueError(f"models of runtimes that are not configured: {', '.join(strays)}")
+        return self
 
     @field_validator("public_base_url")
     @classmethod

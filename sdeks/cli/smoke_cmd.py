@@ -103,7 +103,7 @@ def smoke(
                 marks[status.status] = time.monotonic() - started
                 out.print(f"  {status.status:<9} at {marks[status.status]:6.1f}s", highlight=False)
 
-            final = api.wait(accepted.id, timeout_s=timeout, poll_s=1.0, on_change=changed)
+            final = api.wait(accepted.id, timeout_s=timeout, on_change=changed)
             if final.status != "succeeded":
                 raise fail(f"task {final.id} {final.status}: {final.error or 'no reason given'}")
             event = _wait_for_event(subscription, accepted.id, max(30.0, timeout - (time.monotonic() - started)))

@@ -9,8 +9,10 @@ mode tests the same topology that ``cdk deploy`` creates and no module spells
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sdeks.config.schema import Config, Runtime
+from sdeks.contract.routing import filter_policy
 from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE  # noqa: F401  (re-exported)
 from sdeks.webhook_retries import max_receives
 
@@ -20,7 +22,9 @@ class RuntimeQueues:
     runtime: Runtime
     queue_name: str
     dlq_name: str
-    filter_policy: dict[str, list[str]]
+    filter_policy: dict[str, Any]
+    """Tasks-topic subscription filter: the runtime's name, or its checkpoints when a task names no runtime
+    (:func:`sdeks.contract.routing.filter_policy`)."""
     visibility_timeout_s: int
     max_receive_count: int
     dlq_retention_s: int = 14 * 24 * 3600
@@ -99,7 +103,7 @@ def resource_layout(config: Config) -> ResourceLayout:
                 runtime=runtime,
                 queue_name=f"{project}-{runtime.name}",
                 dlq_name=f"{project}-{runtime.name}-dlq",
-                filter_policy={"runtime": [runtime.name]},
+                filter_policy=filter_policy(runtime.name, runtime.checkpoints),
                 visibility_timeout_s=runtime.visibility_timeout_s,
                 max_receive_count=runtime.max_receive_count,
             )

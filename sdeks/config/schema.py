@@ -7,6 +7,7 @@ loudly instead of silently falling back to a default.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Annotated, Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from sdeks.contract.budget import DEFAULT_MAX_WORK
 from sdeks.contract.content import TASKTYPES_BY_RUNTIME_TYPE, RuntimeType
+from sdeks.contract.routing import MAX_MODELS_PER_RUNTIME, checkpoint_key
 from sdeks.contract.task import PREFIX_PATTERN, RUNTIME_NAME_PATTERN
 
 _BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
@@ -113,6 +115,10 @@ class Scaling(_Strict):
         return self
 
 
+ROUTING_ENV_BUDGET = 3072
+"""Bytes of the API Lambda's environment (4 KB in all, with ARNs and names) the routing tables may take:
+``SDEKS_RUNTIMES`` and ``SDEKS_MODELS`` (sdeks.api.environment)."""
+
 SPOT_SAFE_SHUTDOWN_GRACE_S = 90
 """Default time a running task gets after SIGTERM. EC2 gives a spot instance 2 minutes' notice; Karpenter
 drains the node as the notice arrives, and the pod's terminationGracePeriodSeconds (this plus the chart's
@@ -123,6 +129,14 @@ class Runtime(_Strict):
     name: str = Field(pattern=RUNTIME_NAME_PATTERN, description="tasks name it in metadata.runtime")
     type: RuntimeType = "sdwebui"
     model: ModelSource = Field(default_factory=ModelSource)
+    models: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=MAX_MODELS_PER_RUNTIME,
+        description="checkpoints it serves, as A1111 lists them (file or directory names); a task naming one of them"
+        " and no runtime is routed here (model.checkpoint is always among them). A checkpoint two runtimes declare"
+        " routes only tasks that name their runtime",
+        json_schema_extra={"uniqueItems": True},
+    )
     image: str | None = Field(
         default=None,
         min_length=1,
@@ -147,6 +161,32 @@ class Runtime(_Strict):
         description="on SIGTERM (spot notice, scale-in) the running task's time to finish before it is interrupted"
         " and released to another pod; with the chart's margin it stays inside the 2-minute spot notice",
     )
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_models(cls, value: list[str]) -> list[str]:
+        keys = [checkpoint_key(m) for m in value]
+        repeated = sorted({m for m, k in zip(value, keys, strict=True) if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"names of one checkpoint (A1111 matches them alike): {', '.join(repeated)}")
+        return value
+
+    @model_validator(mode="after")
+    def _checkpoint_is_served(self) -> Runtime:
+        if len(self.checkpoints) > MAX_MODELS_PER_RUNTIME:
+            raise ValueError(
+                f"models with model.checkpoint are {len(self.checkpoints)} checkpoints; at most"
+                f" {MAX_MODELS_PER_RUNTIME} fit one SNS filter policy"
+            )
+        return self
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        """What the runtime is routed for: ``models``, and ``model.checkpoint`` unless it is one of them."""
+        start = self.model.checkpoint
+        if start is None or any(checkpoint_key(m) == checkpoint_key(start) for m in self.models):
+            return tuple(self.models)
+        return (start, *self.models)
 
     @property
     def tasktypes(self) -> tuple[str, ...]:
@@ -310,6 +350,16 @@ class Config(_Strict):
             raise ValueError(f"runtime names must be unique; repeated: {', '.join(duplicates)}")
         return value
 
+    @model_validator(mode="after")
+    def _routing_fits_the_api_environment(self) -> Config:
+        size = sum(len(json.dumps(table, sort_keys=True)) for table in (self.runtime_types, self.runtime_models))
+        if size > ROUTING_ENV_BUDGET:
+            raise ValueError(
+                f"runtimes: their names and models take {size} bytes of the API Lambda's environment, at most"
+                f" {ROUTING_ENV_BUDGET} fit (Lambda holds 4 KB in all); declare fewer or shorter checkpoint names"
+            )
+        return self
+
     @field_validator("tags")
     @classmethod
     def _tags_karpenter_may_set(cls, value: dict[str, str]) -> dict[str, str]:
@@ -322,6 +372,11 @@ class Config(_Strict):
     def runtime_types(self) -> dict[str, str]:
         """``{name: type}``: what task validation needs to route a task."""
         return {r.name: r.type for r in self.runtimes}
+
+    @property
+    def runtime_models(self) -> dict[str, list[str]]:
+        """``{name: [checkpoint]}``: what task validation needs to route a task by the checkpoint it names."""
+        return {r.name: list(r.checkpoints) for r in self.runtimes}
 
     def runtime(self, name: str) -> Runtime:
         for runtime in self.runtimes:

@@ -37,6 +37,14 @@ from sdeks.contract.keys import (
     output_prefix,
     s3_uri,
 )
+from sdeks.contract.routing import (
+    MAX_MODELS_PER_RUNTIME,
+    MODEL_ATTRIBUTE,
+    RUNTIME_ATTRIBUTE,
+    Route,
+    checkpoint_key,
+    filter_policy,
+)
 from sdeks.contract.schema import SCHEMAS, json_schema
 from sdeks.contract.table import TASK_TABLE_KEY, TASK_TABLE_TTL_ATTRIBUTE
 from sdeks.contract.task import (
@@ -72,6 +80,12 @@ __all__ = [
     "CLAIMS_PREFIX",
     "EVENTS_PREFIX",
     "MAX_SEED",
+    "MAX_MODELS_PER_RUNTIME",
+    "MODEL_ATTRIBUTE",
+    "RUNTIME_ATTRIBUTE",
+    "Route",
+    "checkpoint_key",
+    "filter_policy",
     "RUNTIME_TYPES",
     "TASK_TYPES",
     "TASK_TABLE_KEY",

@@ -6,6 +6,7 @@ Kept apart from the models so validators can raise typed errors without an impor
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from pydantic_core import PydanticCustomError
 
@@ -32,6 +33,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     NO_MODEL = "no_model"
     UNKNOWN_MODEL = "unknown_model"
+    AMBIGUOUS_MODEL = "ambiguous_model"
     UNSUPPORTED_MODEL = "unsupported_model"
     MODEL_LOAD_FAILED = "model_load_failed"
     TOKENIZER_MISSING = "tokenizer_missing"
@@ -47,6 +49,10 @@ class ErrorCode(StrEnum):
     SERVER_ERROR = "server_error"
 
 
-def routing_error(code: ErrorCode, message: str) -> PydanticCustomError:
-    """A validation error whose ``type`` is an :class:`ErrorCode`, so callers map on the type, not the text."""
-    return PydanticCustomError(code.value, message)
+def routing_error(code: ErrorCode, message: str, **context: Any) -> PydanticCustomError:
+    """A validation error whose ``type`` is an :class:`ErrorCode`, so callers map on the type, not the text.
+
+    ``context`` (the error's ``ctx``) carries what the answer's details list: the request field
+    the error is about, what exists instead.
+    """
+    return PydanticCustomError(code.value, message, context or None)

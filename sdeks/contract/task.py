@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -28,13 +28,12 @@ from pydantic import (
     model_validator,
 )
 
-from sdeks.contract.codes import ErrorCode, routing_error
 from sdeks.contract.content import (
     CONTENT_MODELS,
-    TASKTYPES_BY_RUNTIME_TYPE,
     Content,
     TaskType,
 )
+from sdeks.contract.routing import Route, named_checkpoints, resolve_route
 from sdeks.contract.webhook import Webhook
 
 API_VERSION = "v1alpha2"
@@ -51,7 +50,12 @@ class TaskMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = Field(default=None, pattern=ID_PATTERN, description="generated (uuid4 hex) when absent")
-    runtime: str = Field(pattern=RUNTIME_NAME_PATTERN, description="name of a configured runtime")
+    runtime: str | None = Field(
+        default=None,
+        pattern=RUNTIME_NAME_PATTERN,
+        description="name of a configured runtime; when absent, the one runtime that declares the checkpoint the"
+        " task names (docs/api.md, Routing)",
+    )
     tasktype: TaskType
     prefix: str = Field(default="output", max_length=256, pattern=PREFIX_PATTERN, description="S3 key prefix")
     context: JsonValue = Field(default=None, description="opaque, echoed in the completion event")
@@ -76,9 +80,11 @@ class TaskMetadata(BaseModel):
 class Task(BaseModel):
     """A task: where it goes (metadata) and what to render (content, typed by tasktype).
 
-    Validate with ``context={"runtimes": {name: runtime_type}}`` to also check the
-    runtime exists and can serve the tasktype; without it only the shape is checked
-    (the agent side, which trusts the front door's routing).
+    Validate with ``context={"runtimes": {name: runtime_type}, "models": {name: [checkpoint]}}``
+    to also check that the task can be routed (:mod:`sdeks.contract.routing`): the runtime it
+    names exists and serves the tasktype, or the checkpoint it names resolves to exactly one
+    runtime; without it only the shape is checked (the agent side, which trusts the front
+    door's routing). :meth:`route` gives the runtime and the tasks-topic attributes.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -113,23 +119,19 @@ class Task(BaseModel):
 
     @model_validator(mode="after")
     def _routable(self, info: ValidationInfo) -> Task:
-        runtimes: Mapping[str, str] | None = (info.context or {}).get("runtimes")
-        if runtimes is None:
-            return self
-        name, tasktype = self.metadata.runtime, self.metadata.tasktype
-        if name not in runtimes:
-            raise routing_error(
-                ErrorCode.UNKNOWN_RUNTIME,
-                f"unknown runtime {name!r}; configured runtimes: {', '.join(sorted(runtimes))}",
-            )
-        allowed = TASKTYPES_BY_RUNTIME_TYPE[runtimes[name]]
-        if tasktype not in allowed:
-            raise routing_error(
-                ErrorCode.UNSUPPORTED_TASKTYPE,
-                f"runtime {name!r} is of type {runtimes[name]!r} and cannot serve tasktype "
-                f"{tasktype!r}; it serves: {', '.join(allowed)}",
-            )
+        context = info.context or {}
+        if context.get("runtimes") is not None:
+            self.route(context["runtimes"], context.get("models") or {})
         return self
+
+    def route(self, runtimes: Mapping[str, str], models: Mapping[str, Sequence[str]]) -> Route:
+        """Where this task goes among ``runtimes`` (``{name: type}``) declaring ``models``; a typed error if nowhere."""
+        meta = self.metadata
+        return resolve_route(meta.runtime, meta.tasktype, named_checkpoints(self.content), runtimes, models)
+
+    def with_runtime(self, runtime: str) -> Task:
+        """This task with its runtime filled in (the one it named, or the one its checkpoint resolved to)."""
+        return self.model_copy(update={"metadata": self.metadata.model_copy(update={"runtime": runtime})})
 
     def with_id(self) -> Task:
         """This task with an id: the given one, or a fresh uuid4."""
@@ -268,3 +270,6 @@ class RuntimeInfo(BaseModel):
     name: str
     type: str
     tasktypes: list[str]
+    models: list[str] = Field(
+        default_factory=list, description="checkpoints it declares: a task naming one of them needs no runtime"
+    )

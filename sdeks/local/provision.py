@@ -2,8 +2,8 @@
 
 Iterates over the same :func:`sdeks.config.resource_layout` as the CDK stack,
 so local mode exercises the topology that ``cdk deploy`` creates: one tasks
-topic, a queue + DLQ per runtime subscribed with raw delivery and a filter on
-the ``runtime`` attribute, a results topic with the webhook deliverer's queue +
+topic, a queue + DLQ per runtime subscribed with raw delivery and the layout's
+filter policy (its runtime name or its models), a results topic with the webhook deliverer's queue +
 DLQ, the webhook signing secret, the task table and the bucket.
 """
 

@@ -65,6 +65,23 @@ def test_subscriptions_filter_on_runtime_with_raw_delivery(synth_any):
         assert sub.get("FilterPolicyScope", "MessageAttributes") == "MessageAttributes"
 
 
+def test_each_queue_takes_its_runtime_name_or_its_checkpoints_in_one_policy(synth_two_runtimes):
+    """Fan-out by model: a task that names no runtime reaches the queue whose runtime declares its checkpoint."""
+    raw = synth_two_runtimes.raw
+    policies = {
+        s["Properties"]["Endpoint"]["Fn::GetAtt"][0]: s["Properties"]["FilterPolicy"]
+        for s in synth_two_runtimes.resources("AWS::SNS::Subscription").values()
+        if "FilterPolicy" in s["Properties"]
+    }
+    for runtime in ("sd15", "comfy"):
+        assert policies[logical_id(raw, "AWS::SQS::Queue", QueueName=f"sdeks-{runtime}")] == {
+            "$or": [
+                {"runtime": [runtime]},
+                {"runtime": [{"exists": False}], "model": ["v1-5-pruned-emaonly.safetensors"]},
+            ]
+        }
+
+
 def test_topics_are_encrypted_and_tls_only(synth_any):
     raw = synth_any.raw
     layout = resource_layout(synth_any.config)

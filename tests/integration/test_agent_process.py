@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -283,3 +284,69 @@ def test_claim_check_and_s3_init_image(stack, fake_runtime, start_agent):
     stack.publish(other)
     (failed,) = stack.wait_events(other["id"])
     assert failed["status"] == "failed" and "claim check" in failed["error"]
+
+
+def test_kill_9_with_two_in_flight_both_complete_once(stack, fake_runtime, start_agent):
+    fake_runtime.delay_s = 2
+    agent = start_agent(stack.resources, fake_runtime.url, visibility_s=2)
+    first = stack.publish(task_message())
+    second = stack.publish(task_message())
+    # both sent: one executing, the other waiting at the runtime
+    wait_until(lambda: len(fake_runtime.generation_calls()) == 2)
+    agent.kill()
+    start_agent(stack.resources, fake_runtime.url, visibility_s=2)
+    for task_id in (first, second):
+        (event,) = stack.wait_events(task_id, timeout=40)
+        assert event["status"] == "succeeded" and event["attempt"] == 2
+    wait_until(lambda: stack.queue_counts() == (0, 0))
+    time.sleep(2.5)
+    stack.poll_events()
+    for task_id in (first, second):
+        assert len([e for e in stack.events if e["id"] == task_id]) == 1, "announced twice"
+        assert stack.keys(f"output/{task_id}/") == [
+            f"output/{task_id}/{task_id}-1.png",
+            f"output/{task_id}/{task_id}.json",
+        ]
+        assert stack.row(task_id)["status"] == "succeeded"
+
+
+def test_sigterm_with_two_in_flight_finishes_both_within_grace(stack, fake_runtime, start_agent):
+    fake_runtime.delay_s = 1.5
+    agent = start_agent(stack.resources, fake_runtime.url, shutdown_grace_s=10)
+    ids = [stack.publish(task_message()) for _ in range(2)]
+    wait_until(lambda: len(fake_runtime.generation_calls()) == 2)
+    assert agent.terminate(timeout=15) == 0
+    for task_id in ids:
+        (event,) = stack.wait_events(task_id)
+        assert event["status"] == "succeeded" and event["attempt"] == 1
+    assert stack.queue_counts() == (0, 0)
+    assert len(fake_runtime.generation_calls()) == 2
+
+
+def test_next_task_waits_at_the_runtime_in_order_sdwebui_and_comfyui(stack, fake_runtime, start_agent):
+    """The runtime starts each next task the instant the previous ends: it was already sent."""
+    fake_runtime.delay_s = 0.5
+    ids = [stack.publish(task_message()) for _ in range(4)]
+    agent = start_agent(stack.resources, fake_runtime.url)
+    for task_id in ids:
+        assert stack.wait_events(task_id)[0]["status"] == "succeeded"
+    agent.terminate()
+    assert len(fake_runtime.generation_calls()) == 4
+    busy = sorted(fake_runtime.busy)
+    gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(busy)]
+    assert max(gaps) < 0.1, f"the runtime waited between tasks: {gaps}"
+
+    graph = {
+        "3": {"class_type": "KSampler", "inputs": {"seed": 1}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0]}},
+    }
+    fake_runtime.busy.clear()
+    pipelines = [stack.publish(task_message(graph, tasktype="pipeline")) for _ in range(3)]
+    start_agent(stack.resources, fake_runtime.url, runtime_type="comfyui")
+    for task_id in pipelines:
+        (event,) = stack.wait_events(task_id)
+        assert event["status"] == "succeeded" and len(event["image_url"]) == 1
+    busy = sorted(fake_runtime.busy)
+    assert any(later[0] == earlier[1] for earlier, later in itertools.pairwise(busy)), (
+        "no prompt was queued at ComfyUI behind the running one"
+    )

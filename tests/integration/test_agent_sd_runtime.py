@@ -43,3 +43,20 @@ def test_txt2img_then_img2img_from_s3(stack, sd_runtime_url, start_agent):
     out = stack.s3.get_object(Bucket=bucket, Key=f"output/{i2i['id']}/{i2i['id']}-1.png")["Body"].read()
     assert Image.open(io.BytesIO(out)).size == (64, 64)
     assert stack.row(i2i["id"])["status"] == "succeeded"
+
+
+def test_two_tasks_in_flight_at_the_real_runtime(stack, sd_runtime_url, start_agent):
+    """The real runtime queues the second request behind the first; both come back with their own seeds."""
+    import json
+
+    start_agent(stack.resources, sd_runtime_url, task_timeout_s=120)
+    bucket = stack.resources.output_bucket
+    msgs = [task_message({"prompt": "a cube", "steps": 2, "width": 64, "height": 64, "seed": s}) for s in (11, 12, 13)]
+    for msg in msgs:
+        stack.publish(msg)
+    for msg, seed in zip(msgs, (11, 12, 13), strict=True):
+        (event,) = stack.wait_events(msg["id"], timeout=120)
+        assert event["status"] == "succeeded", event
+        key = f"output/{msg['id']}/{msg['id']}.json"
+        info = json.loads(stack.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        assert info["info"]["seed"] == seed and info["info"]["interrupted"] is False

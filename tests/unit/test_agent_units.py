@@ -10,9 +10,9 @@ from queue_agent.adapters.comfyui import ComfyUIAdapter
 from queue_agent.adapters.sdwebui import SdWebUIAdapter, build_payload
 from queue_agent.errors import PermanentError, RuntimeUnavailable, TransientError
 from queue_agent.fetch import InputFetcher
+from queue_agent.finish import backoff_s
 from queue_agent.messages import Rejected, Routing, Unparseable, identify, parse
 from queue_agent.settings import Settings
-from queue_agent.worker import backoff_s
 from sdeks.local.agent_env import agent_env
 from tests.fixtures.agent import PNG_B64, PNG_1x1, task_message
 
@@ -170,3 +170,15 @@ def test_settings_from_agent_env(monkeypatch):
     assert settings.health_path == "/healthz"
     names = {f"SDEKS_{name.upper()}" for name in Settings.model_fields}
     assert {key for key in env if key.startswith("SDEKS_")} <= names, "local mode sets a name the agent ignores"
+
+
+def test_adapters_cover_exactly_the_contracts_runtime_and_task_types():
+    from queue_agent.adapters import make_adapter
+    from queue_agent.adapters.sdwebui import ENDPOINTS
+    from sdeks.contract import RUNTIME_TYPES, TASKTYPES_BY_RUNTIME_TYPE
+
+    assert set(ENDPOINTS) == set(TASKTYPES_BY_RUNTIME_TYPE["sdwebui"])
+    kinds = {
+        runtime_type: type(make_adapter(runtime_type, "http://127.0.0.1:9", 1, "/h")) for runtime_type in RUNTIME_TYPES
+    }
+    assert kinds == {"sdwebui": SdWebUIAdapter, "comfyui": ComfyUIAdapter}

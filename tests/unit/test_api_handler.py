@@ -326,11 +326,12 @@ def test_runtimes(shared_api):
     ans = shared_api.call("GET", "/v1alpha2/runtimes")
     assert ans.status == 200
     assert ans.json == [
-        {"name": "comfy", "type": "comfyui", "tasktypes": ["pipeline"]},
+        {"name": "comfy", "type": "comfyui", "tasktypes": ["pipeline"], "models": []},
         {
             "name": "sda",
             "type": "sdwebui",
             "tasktypes": ["text-to-image", "image-to-image", "extra-single-image", "extra-batch-images"],
+            "models": [],
         },
     ]
 

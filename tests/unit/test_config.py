@@ -21,7 +21,12 @@ def test_two_runtime_example_loads_with_its_layout():
     config = load_config(ROOT / "config" / "two-runtimes.yaml", environ={})
     layout = resource_layout(config)
     assert [q.queue_name for q in layout.runtimes] == ["sdeks-sd15", "sdeks-comfy"]
-    assert layout.queues_for("comfy").filter_policy == {"runtime": ["comfy"]}
+    assert layout.queues_for("comfy").filter_policy == {
+        "$or": [
+            {"runtime": ["comfy"]},
+            {"runtime": [{"exists": False}], "model": ["v1-5-pruned-emaonly.safetensors"]},
+        ]
+    }
     assert layout.queues_for("comfy").max_receive_count == 2
 
 

@@ -106,8 +106,9 @@ def test_id_is_generated_when_absent_and_kept_when_given():
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
-        (task(runtime=None), "task.metadata.runtime", "string"),
-        ({"task": {"metadata": {"tasktype": "text-to-image"}, "content": {}}}, "task.metadata.runtime", "required"),
+        (task(runtime=None), "task", "neither a runtime (metadata.runtime) nor a checkpoint"),
+        ({"task": {"metadata": {"tasktype": "text-to-image"}, "content": {}}}, "task", "configured runtimes: comfy"),
+        (task(runtime="Bad_Name"), "task.metadata.runtime", "pattern"),
         (task(id="bad id!"), "task.metadata.id", "pattern"),
         (task(id="x" * 65), "task.metadata.id", "pattern"),
         (task(prefix="a/../b"), "task.metadata.prefix", ".."),

@@ -19,6 +19,12 @@ ACCEPTED = [
     task("extra-single-image", content={"image": PNG_B64}),
     task("pipeline", "comfy", {"1": {"class_type": "SaveImage", "inputs": {}}}),
     task(id="abc", context={"k": [1, 2]}),
+    {
+        "task": {
+            "metadata": {"tasktype": "text-to-image"},
+            "content": {"alwayson_scripts": {"sd_model_checkpoint": "m"}},
+        }
+    },
 ]
 REJECTED_BY_BOTH = [
     task(content={"width": 513}),
@@ -26,7 +32,7 @@ REJECTED_BY_BOTH = [
     task(id="bad id"),
     task(prefix="/abs"),
     task(tasktype="video"),
-    {"task": {"metadata": {"tasktype": "text-to-image"}, "content": {}}},
+    task(runtime="Bad_Name"),
 ]
 
 
