@@ -10,6 +10,8 @@ GPU instance types, and that variant ships the device plugin (``nvidia.com/gpu``
 
 from __future__ import annotations
 
+from typing import cast
+
 import aws_cdk as cdk
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
@@ -173,7 +175,12 @@ class Cluster(Construct):
             security_group=self.node_security_group,
             default_capacity_type=eks.DefaultCapacityType.NODEGROUP,
             default_capacity=0,
-            endpoint_access=eks.EndpointAccess.PUBLIC_AND_PRIVATE,
+            # Private unless the config names the networks that may reach the API from outside.
+            endpoint_access=(
+                eks.EndpointAccess.PUBLIC_AND_PRIVATE.only_from(*config.cluster.endpoint_public_cidrs)
+                if config.cluster.endpoint_public_cidrs
+                else eks.EndpointAccess.PRIVATE
+            ),
             cluster_logging=[
                 eks.ClusterLoggingTypes.API,
                 eks.ClusterLoggingTypes.AUDIT,
@@ -218,6 +225,16 @@ class Cluster(Construct):
         self.pod_identity_agent = eks.Addon(
             self, "PodIdentityAgent", cluster=self.cluster, addon_name="eks-pod-identity-agent"
         )
+        # The VPC CNI as a managed add-on with its network policy agent on, so the chart's NetworkPolicy
+        # (only the agent's metrics port admitted) is enforced; OVERWRITE adopts the self-managed install.
+        self.vpc_cni = eks.Addon(
+            self,
+            "VpcCni",
+            cluster=self.cluster,
+            addon_name="vpc-cni",
+            configuration_values={"enableNetworkPolicy": "true"},
+        )
+        cast(cdk.CfnResource, self.vpc_cni.node.default_child).add_property_override("ResolveConflicts", "OVERWRITE")
 
     def _interface_endpoints(self, *, enabled: bool) -> None:
         """Optional ECR and STS endpoints in the private subnets, reachable on 443 from the nodes only."""
@@ -414,7 +431,7 @@ class Cluster(Construct):
             # CRDs (NodePool, EC2NodeClass, ScaledObject) and the CSI driver must exist first, and so must
             # every identity the release's pods use: its own (agent), KEDA's (scaling), the driver's (model
             # volume). Releases go one after another (they share the namespace the first one creates).
-            release.node.add_dependency(self.karpenter, self.keda, self.s3_csi)
+            release.node.add_dependency(self.karpenter, self.keda, self.s3_csi, self.vpc_cni)
             release.node.add_dependency(identity, self.keda_identity, self.s3_csi_identity)
             if self.runtime_releases:
                 release.node.add_dependency(list(self.runtime_releases.values())[-1])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -31,7 +32,14 @@ from urllib.parse import urljoin, urlsplit
 
 from queue_agent.errors import AWS_ERRORS, PermanentError, TransientError, aws_code, aws_error
 from sdeks.contract import parse_image_ref
-from sdeks.netguard import PinnedHTTPSConnection, Resolver, host_allowed, is_public_address, resolve
+from sdeks.netguard import (
+    DNS_NAME_ERRORS,
+    PinnedHTTPSConnection,
+    Resolver,
+    host_allowed,
+    is_public_address,
+    resolve,
+)
 
 MAX_REDIRECTS = 3
 UNREADABLE_CODES = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchBucket", "AccessDenied", "403"})
@@ -110,10 +118,14 @@ class InputFetcher:
             raise PermanentError(f"{what}: invalid port") from None
         try:
             addresses = self.resolver(host, port)
+        except socket.gaierror as exc:
+            if exc.errno in DNS_NAME_ERRORS:  # the allowed host does not exist: retrying cannot help
+                raise PermanentError(f"{what}: allowed host {host!r} does not resolve ({exc.strerror})") from None
+            raise TransientError(f"{what}: cannot resolve {host!r}: {exc}") from None
         except (OSError, UnicodeError) as exc:
             raise TransientError(f"{what}: cannot resolve {host!r}: {exc}") from None
         if not addresses:
-            raise TransientError(f"{what}: {host!r} has no address")
+            raise PermanentError(f"{what}: allowed host {host!r} has no address")
         bad = [a for a in addresses if not self.address_check(a)]
         if bad:
             raise PermanentError(f"{what}: refused host {host!r}: resolves to non-public address {bad[0]}")

@@ -37,6 +37,7 @@ from sdeks.contract import (
     parse_image_ref,
     summarize,
 )
+from sdeks.contract.limits import MAX_JSON_DEPTH, JsonTooDeepError, check_json_depth
 from sdeks.contract.task import ID_PATTERN
 
 _ID = re.compile(ID_PATTERN)
@@ -100,6 +101,7 @@ class Job:
     task: Task
     payload: dict[str, Any] | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -149,7 +151,7 @@ def identify(body: str) -> Identity:
     """The identity of a message, trusting only well-formed fields; :class:`Unparseable` otherwise."""
     try:
         data = json.loads(body)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         raise Unparseable("body is not JSON") from None
     if not isinstance(data, dict):
         raise Unparseable("body is not a JSON object")
@@ -166,6 +168,9 @@ def identify(body: str) -> Identity:
 
 def parse(body: str, routing: Routing, claims: ClaimChecks | None = None) -> Job:
     """Validate a message into a :class:`Job`; raises :class:`Unparseable` or :class:`Rejected`."""
+    too_deep = json_too_deep(body)
+    if too_deep is not None:
+        raise Rejected(identify(body), PermanentError(f"invalid task message: {too_deep}"))
     try:
         message = TaskMessage.model_validate_json(body, context=routing.context)
     except ValidationError as exc:
@@ -196,10 +201,29 @@ def resolve_claim_check(uri: str, runtime: str, routing: Routing, claims: ClaimC
     if claims is None or ref.kind != "s3" or ref.bucket != claims.bucket:
         raise PermanentError("claim check: refused, only the output bucket holds claim checks")
     raw = read_s3(claims.s3, ref.bucket, ref.key or "", claims.max_bytes, "claim check")
+    too_deep = json_too_deep(raw)
+    if too_deep is not None:
+        raise PermanentError(f"claim check: invalid task: {too_deep}")
     try:
         return TaskRequest.model_validate_json(raw, context=routing.context).task
     except ValidationError as exc:
         raise PermanentError(routing.reason(exc, "claim check: invalid task", runtime)) from None
+
+
+def json_too_deep(raw: str | bytes) -> JsonTooDeepError | None:
+    """The contract's depth limit, checked before the models see the document (their limits differ and fail late).
+
+    Malformed JSON is left to the models, which report it with the rest of the validation.
+    """
+    try:
+        check_json_depth(json.loads(raw))
+    except JsonTooDeepError as exc:
+        return exc
+    except RecursionError:
+        return JsonTooDeepError(MAX_JSON_DEPTH + 1)
+    except (ValueError, TypeError):
+        pass
+    return None
 
 
 def _aware(moment: datetime) -> datetime:

@@ -11,7 +11,9 @@ dedicated executor thread, in arrival order, while the event loop stays free to
 answer ``/healthz`` and ``/progress``. Progress is written by the pipeline's
 ``callback_on_step_end``; interrupt sets a flag the same callback checks, which
 makes diffusers skip the remaining steps and decode what it has (A1111 returns
-the partially denoised images too).
+the partially denoised images too). If the work is still running after a short
+grace, hooks inside the UNet and VAE stop it mid-step or mid-decode
+(:mod:`sd_runtime.interrupt`), so an interrupt takes effect in bounded time.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import contextlib
 import gc
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from sd_runtime import hires as hires_fix
 from sd_runtime import lora, vae
 from sd_runtime.errors import NoModelError
+from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
 from sd_runtime.named_files import NamedFile
 from sd_runtime.samplers import a1111_scheduler
@@ -129,7 +131,7 @@ class Engine:
         self.loading: str | None = None
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
-        self._interrupt = threading.Event()
+        self._interrupt = InterruptSignal()
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -137,7 +139,7 @@ class Engine:
 
     def resolve(self, spec: str, allow_paths: bool = False) -> ModelRef:
         """A model by name (requests); ``allow_paths`` only for the operator's ``--model``."""
-        return resolve(spec, self.models_dir, self.models(), allow_paths)
+        return resolve(spec, self.models_dir, self.models(), allow_paths=allow_paths)
 
     def vaes(self) -> list[NamedFile]:
         """The VAE files in the models dir's ``VAE/`` folder."""
@@ -166,7 +168,14 @@ class Engine:
             self.loading = None
         # SDPA explicitly (flash / memory-efficient kernels on CUDA); a model saved with another
         # processor would otherwise keep it. Not set_default_attn_processor(): that picks the slow classic one.
-        pipe.unet.set_attn_processor(AttnProcessor2_0())
+        # Long attentions are split so an interrupt can stop them (same SDPA kernels otherwise); the VAE
+        # decodes image by image (same pixels, bounded memory); every block is a hard-stop checkpoint.
+        # A compiled UNet keeps plain SDPA and only the step callback (hooks would break its graph).
+        interruptible = InterruptibleAttnProcessor(self._interrupt)
+        pipe.unet.set_attn_processor(AttnProcessor2_0() if self.compile_unet else interruptible)
+        pipe.vae.set_attn_processor(interruptible)
+        pipe.vae.enable_slicing()
+        install_hooks([pipe.vae] if self.compile_unet else [pipe.unet, pipe.vae], self._interrupt)
         if self.compile_unet:
             pipe.unet = torch.compile(pipe.unet)
         self._pipes = {
@@ -316,12 +325,15 @@ class Engine:
                 kwargs["width"], kwargs["height"] = req.width, req.height
             if req.hires is not None and req.hires.latent:
                 kwargs["output_type"] = "latent"
-            with torch.inference_mode():
-                out = pipe(**kwargs).images
-                # latents must be decoded: an interrupted latent hires pass stops after one step and decodes
-                if req.hires is not None and (req.hires.latent or not self._interrupt.is_set()):
-                    out = self._hires_pass(req, out, seeds, on_step)
-                images.extend(out)
+            try:
+                with torch.inference_mode():
+                    out = pipe(**kwargs).images
+                    # latents must be decoded: an interrupted latent hires pass stops after one step and decodes
+                    if req.hires is not None and (req.hires.latent or not self._interrupt.is_set()):
+                        out = self._hires_pass(req, out, seeds, on_step)
+            except Interrupted:  # the hard stop (interrupt.py): mid-step or mid-decode, nothing to keep
+                break
+            images.extend(out)
         return images
 
     def _hires_pass(self, req: GenerationRequest, first: Any, seeds: list[int], on_step: Any) -> list[Any]:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from sd_runtime import CONFIGS_DIR
 from sd_runtime.errors import InvalidInputError, NotFoundError
 from sdeks.contract import ErrorCode
+from sdeks.contract.names import check_model_name
 
 log = logging.getLogger("sd_runtime.models")
 
@@ -95,32 +96,35 @@ def discover(models_dir: Path | None, extra: ModelRef | None = None) -> list[Mod
     return sorted(found.values(), key=lambda r: r.title)
 
 
-def resolve(spec: str, models_dir: Path | None, known: list[ModelRef], allow_paths: bool = False) -> ModelRef:
+def resolve(spec: str, models_dir: Path | None, known: list[ModelRef], *, allow_paths: bool = False) -> ModelRef:
     """Find a model by title (``name [hash]`` accepted), model name or file name in the models dir.
 
-    A request names models; it never points the server at a path: only the operator's
-    ``--model`` (``allow_paths``) may be a path outside the models dir. A name is one
-    entry of the models dir (no ``/``, no ``.``/``..``), and the error lists names only.
+    Requests name models; only the operator (``--model PATH`` at startup) may give a path
+    (``allow_paths``). A path in a request is refused before the filesystem is touched, and the
+    error never lists the server's files (``GET /sdapi/v1/sd-models`` does, for who may see them).
     """
     name = spec.strip()
     if " [" in name and name.endswith("]"):
         name = name[: name.rindex(" [")]
     for ref in known:
-        if name in (ref.title, str(ref.path)):
+        if name == ref.title or (allow_paths and name == str(ref.path)):
             return ref
     candidates = [r for r in known if name == r.model_name]
     if len(candidates) == 1:
         return candidates[0]
-    path = Path(name).expanduser()
-    if allow_paths and (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
+    available = {"available": [r.title for r in known]}
+    if allow_paths:
+        path = Path(name).expanduser()
+        if (path.is_absolute() or "/" in name) and (ref := ref_for_path(path)):
+            return ref
+    else:
+        try:
+            check_model_name(name)
+        except ValueError as exc:
+            raise InvalidInputError(f"sd_model_checkpoint {spec!r} refused: {exc}") from None
+    if models_dir is not None and "/" not in name and (ref := ref_for_path(models_dir / name)):
         return ref
-    entry = models_dir is not None and "/" not in name and "\\" not in name and not name.startswith(".")
-    if entry and (ref := ref_for_path(models_dir / name)):  # type: ignore[operator]
-        return ref
-    raise UnknownModelError(
-        f"model {spec!r} not found; available: {', '.join(r.title for r in known) or 'none'}",
-        {"available": [r.title for r in known]},
-    )
+    raise UnknownModelError(f"model {spec!r} not found (GET /sdapi/v1/sd-models lists the models)", available)
 
 
 def missing_model_reason(spec: str, models_dir: Path | None) -> str:

@@ -22,6 +22,27 @@ METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddre
 
 Resolver = Callable[[str, int], list[str]]
 
+NOT_PUBLIC_V6 = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "2002::/16",  # 6to4: relays reach the embedded IPv4 address, whatever it is (RFC 3056)
+        "fec0::/10",  # site-local, deprecated but still routed inside some networks (RFC 3879)
+        "64:ff9b:1::/48",  # local-use IPv4/IPv6 translation (RFC 8215)
+        "100::/64",  # discard-only (RFC 6666)
+        "2001::/23",  # IETF protocol assignments, Teredo included (RFC 2928, 4380)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # segment routing SIDs (RFC 9602)
+    )
+)
+"""IPv6 ranges of the IANA special-purpose registry that ``ipaddress.is_global`` (Python 3.11) still calls global."""
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""Well-known NAT64 prefix (RFC 6052): the address is its embedded IPv4 address, judged as such."""
+DNS_NAME_ERRORS = frozenset(
+    code for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None)) if code is not None
+)
+"""Resolver answers that say the name does not exist (not that the resolver is unreachable)."""
+
 
 def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (IPv4 and IPv6)."""
@@ -36,6 +57,8 @@ def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip
 
 
@@ -43,6 +66,8 @@ def is_public_address(address: str) -> bool:
     """True only for globally routable unicast addresses."""
     ip = _ip(address)
     if ip is None or ip in METADATA_ADDRESSES:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in NOT_PUBLIC_V6):
         return False
     return not (
         ip.is_loopback

@@ -110,6 +110,12 @@ def classify_response(resp: httpx.Response, what: str) -> None:
     raise PermanentError(f"runtime rejected the task: {what} answered HTTP {resp.status_code}{detail}")
 
 
+def _error_text(error: dict[str, Any]) -> str:
+    """An error object's message and text details; structured details (the runtime's model list) stay out."""
+    details = error.get("details")
+    return " — ".join(str(p) for p in (error.get("message"), details if isinstance(details, str) else None) if p)
+
+
 def _detail(resp: httpx.Response) -> str:
     try:
         body = resp.json()
@@ -118,6 +124,8 @@ def _detail(resp: httpx.Response) -> str:
     if isinstance(body, dict):
         for key in ("detail", "error", "message"):
             value = body.get(key)
+            if isinstance(value, dict):
+                value = _error_text(value)
             if value:
                 text = value if isinstance(value, str) else str(value)
                 return f": {text[:300]}"

@@ -3,12 +3,15 @@
 The workflow is the task content (API format). A rejected workflow
 (``node_errors`` / HTTP 400) and an execution error are permanent failures;
 an unreachable or erroring server is transient. Nothing in a workflow is
-fetched by the agent: images a graph loads are files on the runtime's side.
+fetched by the agent, and a workflow input that is a URL is refused before the
+runtime sees it (a custom node would fetch it from inside the cluster): images
+a graph loads come inline (base64) or are files on the runtime's side.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from typing import Any
@@ -25,6 +28,21 @@ POLL_INTERVAL_S = 0.05
 POLL_MAX_INTERVAL_S = 0.5
 
 
+_URL = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def url_inputs(workflow: dict[str, Any]) -> list[str]:
+    """``node.input`` of every input value (or list item) that is a URL: the agent vets every URL it lets through,
+    and a workflow's are not its to fetch."""
+    found = []
+    for node_id, node in workflow.items():
+        for name, value in (node.get("inputs") or {}).items():
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and _URL.match(v) for v in values):
+                found.append(f"{node_id}.{name}")
+    return found
+
+
 class ComfyUIAdapter(HttpAdapter):
     def __init__(self, base_url: str, timeout_s: float, health_path: str = "/system_stats") -> None:
         # Each call is short (submit, poll, view); the task-long wait is the polling loop's.
@@ -32,7 +50,14 @@ class ComfyUIAdapter(HttpAdapter):
         self.client_id = uuid.uuid4().hex
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
-        job.payload = {"prompt": job.task.content.model_dump(mode="json"), "client_id": self.client_id}
+        workflow = job.task.content.model_dump(mode="json")
+        found = url_inputs(workflow)
+        if found:
+            raise PermanentError(
+                f"workflow input {found[0]} is a URL; a workflow carries its images inline (base64) and no URL "
+                "reaches the runtime (custom nodes would fetch it from inside the cluster)"
+            )
+        job.payload = {"prompt": workflow, "client_id": self.client_id}
 
     def run(self, job: Job, slot: Slot | None = None) -> RuntimeResult:
         if job.payload is None:

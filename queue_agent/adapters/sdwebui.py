@@ -5,8 +5,9 @@ AWS sample conventions are honoured: an init image URL in
 sits in ``image``, ``alwayson_scripts.sd_model_checkpoint`` switches the model
 (only when the runtime's current one differs). Only the known image fields are
 fetched — ``init_images``, ``mask``, ``image``, ``imageList[].data``,
-``alwayson_scripts.image_link`` — and replaced by base64; the consumed
-``alwayson_scripts`` keys are stripped before the call.
+``alwayson_scripts.image_link`` — and replaced by base64. Only the fields the
+contract models are forwarded (``alwayson_scripts`` is consumed here); the others
+are listed as ``ignored_fields`` in the task's info (``<id>.json``).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import json
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
 from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.lane import Slot
 from queue_agent.messages import Job
-from sdeks.contract import TaskProgress
+from sdeks.contract import APPLIED_EXTRA_FIELDS, APPLIED_OVERRIDE_SETTINGS, TaskProgress
 from sdeks.contract.images import strip_data_uri
 
 ENDPOINTS = {
@@ -33,18 +35,39 @@ ENDPOINTS = {
     "extra-single-image": "/sdapi/v1/extra-single-image",
     "extra-batch-images": "/sdapi/v1/extra-batch-images",
 }
-CONSUMED_SCRIPT_KEYS = ("image_link", "sd_model_checkpoint")
 IMAGE_FIELDS = ("init_images", "mask", "image", "imageList")
 
 
+def modelled_content(content: BaseModel) -> tuple[dict[str, Any], list[str]]:
+    """The content fields the contract models, and the names of the others (reported, never forwarded).
+
+    The contract keeps unknown fields so a task round-trips, but a stock A1111 runtime would act on
+    them (an extension's ``image`` URL fetched from inside the cluster, ``override_settings.outdir_samples``
+    pointing anywhere): only what the contract validated reaches a runtime.
+    """
+    data = content.model_dump(mode="json", exclude_none=True, include=set(type(content).model_fields))
+    ignored: list[str] = []
+    for key, value in sorted((content.model_extra or {}).items()):
+        if key not in APPLIED_EXTRA_FIELDS:
+            ignored.append(key)
+        elif key == "override_settings" and isinstance(value, dict):
+            applied = {name: v for name, v in value.items() if name in APPLIED_OVERRIDE_SETTINGS}
+            ignored += [f"override_settings.{name}" for name in sorted(value) if name not in applied]
+            if applied:
+                data[key] = applied
+        else:
+            data[key] = value  # the runtime checks the value and answers a 4xx naming the field
+    scripts = getattr(content, "alwayson_scripts", None)
+    if scripts is not None:
+        ignored += [f"alwayson_scripts.{key}" for key in sorted(scripts.model_extra or {})]
+    return data, ignored
+
+
 def build_payload(job: Job, fetcher: InputFetcher) -> dict[str, Any]:
-    """The runtime request body with every image reference replaced by base64."""
-    content = job.task.content.model_dump(mode="json", exclude_none=True)
+    """The runtime request body: modelled fields only, every image reference replaced by base64."""
+    content, job.ignored = modelled_content(job.task.content)
     scripts = content.pop("alwayson_scripts", None) or {}
     image_link = scripts.get("image_link")
-    remaining = {k: v for k, v in scripts.items() if k not in CONSUMED_SCRIPT_KEYS}
-    if remaining:
-        content["alwayson_scripts"] = remaining
     inputs: dict[str, str] = {}
 
     def fetch(ref: str, where: str) -> str:
@@ -152,6 +175,8 @@ class SdWebUIAdapter(HttpAdapter):
         info["parameters"] = _strip_images(body.get("parameters", job.payload), job.inputs)
         if checkpoint:
             info["sd_model_checkpoint"] = checkpoint
+        if job.ignored:
+            info["ignored_fields"] = job.ignored
         return RuntimeResult(images=images, info=info)
 
     def progress(self, slot: Slot) -> TaskProgress | None:

@@ -2,6 +2,10 @@
 
 ``/view`` and ``LoadImage`` look a ``(type, subfolder, filename)`` key up here and
 never touch the filesystem, so no name can escape the store.
+
+Results belong to the prompt that saved them: ``LoadImage`` in one prompt cannot read
+another prompt's ``[output]``/``[temp]`` file (output names are sequential, so guessable;
+with one prompt per task, that would be one task reading another's images).
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ class FileStore:
         self._files: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
         self._size = 0
         self._counters: dict[tuple[str, str, str], int] = {}
+        self._owners: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
 
-    def put(self, kind: str, subfolder: str, filename: str, data: bytes) -> None:
+    def put(self, kind: str, subfolder: str, filename: str, data: bytes, owner: str | None = None) -> None:
+        """Store a file; ``owner`` is the prompt that produced a result (only it may load the file back)."""
         key = (kind, subfolder, filename)
         with self._lock:
             old = self._files.pop(key, None)
@@ -32,8 +38,13 @@ class FileStore:
                 self._size -= len(old)
             self._files[key] = data
             self._size += len(data)
+            if owner is None:
+                self._owners.pop(key, None)
+            else:
+                self._owners[key] = owner
             while len(self._files) > 1 and (self._size > self.max_bytes or len(self._files) > self.max_files):
-                _, evicted = self._files.popitem(last=False)
+                evicted_key, evicted = self._files.popitem(last=False)
+                self._owners.pop(evicted_key, None)
                 self._size -= len(evicted)
 
     def get(self, kind: str, subfolder: str, filename: str) -> bytes | None:
@@ -66,8 +77,9 @@ class FileStore:
         with self._lock:
             return sorted(f"{sub}/{name}" if sub else name for kind, sub, name in self._files if kind == "input")
 
-    def load_input(self, value: str) -> bytes | None:
-        """LoadImage's ``image``: an uploaded name (``sub/name``, optional `` [output]`` suffix) or inline base64."""
+    def load_input(self, value: str, prompt_id: str | None = None) -> bytes | None:
+        """LoadImage's ``image``: an uploaded name (``sub/name``), inline base64, or ``name [output]``/``[temp]``
+        — a result only when ``prompt_id`` saved it (a prompt never sees another prompt's results)."""
         if not isinstance(value, str) or not value:
             return None
         name, kind = value, "input"
@@ -75,7 +87,9 @@ class FileStore:
             if value.endswith(f" [{k}]"):
                 name, kind = value[: -len(k) - 3], k
         sub, _, base = name.rpartition("/")
-        data = self.get(kind, sub, base)
-        if data is not None:
+        with self._lock:
+            data = self._files.get((kind, sub, base))
+            owner = self._owners.get((kind, sub, base))
+        if data is not None and (kind == "input" or (prompt_id is not None and owner == prompt_id)):
             return data
         return inline_bytes(value)

@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 
 from sd_runtime import imageio, lora
 from sd_runtime.errors import RuntimeApiError
+from sd_runtime.interrupt import Interrupted  # ComfyUI's name; the engine's hard stop raises it too
+from sd_runtime.models import resolve
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 MAX_RESOLUTION = 16384
@@ -52,10 +54,6 @@ def check_size(width: int, height: int, batch: int = 1) -> None:
             f"{batch}x{width}x{height} exceeds this runtime's limit of {MAX_PIXELS_OUT} pixels per image "
             f"({MAX_PIXELS_OUT * 4} per batch)"
         )
-
-
-class Interrupted(Exception):  # noqa: N818 (ComfyUI's name for it)
-    """The prompt was interrupted (``POST /interrupt``)."""
 
 
 class NodeExecutionError(Exception):
@@ -271,20 +269,19 @@ def checkpoint_choices(state: Any) -> list[str]:
 
 
 def find_checkpoint(engine: Any, name: str) -> Any | None:
-    """A discovered model by title or model name; never an arbitrary path on disk."""
-    for ref in engine.models():
-        if name in (ref.title, ref.model_name):
-            return ref
+    """A model by name, resolved as the A1111 side does (:func:`sd_runtime.models.resolve`); never a path on disk."""
     if engine.model is not None and name in (engine.model.title, engine.model.model_name):
         return engine.model
-    return None
+    try:
+        return resolve(name, engine.models_dir, engine.models())
+    except RuntimeApiError:
+        return None
 
 
 def checkpoint_loader(ctx: Context, ckpt_name: str) -> tuple:
     ref = find_checkpoint(ctx.engine, ckpt_name)
     if ref is None:
-        available = ", ".join(r.title for r in ctx.engine.models()) or "none"
-        raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found; available: {available}")
+        raise NodeExecutionError(f"checkpoint {ckpt_name!r} not found (GET /object_info lists the choices)")
     ctx.engine.load_on_worker(ref)  # worker thread: the whole prompt runs on it
     pipes = engine_pipes(ctx.engine)
     txt = pipes["txt2img"]
@@ -448,7 +445,7 @@ def vae_encode(ctx: Context, pixels: Any, vae: Vae) -> tuple:
 
 
 def load_image(ctx: Context, image: str) -> tuple:
-    data = ctx.files.load_input(image)
+    data = ctx.files.load_input(image, ctx.prompt_id)
     if data is None:
         raise NodeExecutionError(f"image {image!r} was not uploaded (POST /upload/image) and is not base64")
     try:
@@ -492,7 +489,7 @@ def _save(ctx: Context, images: Any, prefix: str, kind: str) -> dict[str, Any]:
     results = []
     for img in image_to_pil(images):
         filename = ctx.files.next_name(kind, subfolder, base)
-        ctx.files.put(kind, subfolder, filename, png_bytes(img, ctx.prompt))
+        ctx.files.put(kind, subfolder, filename, png_bytes(img, ctx.prompt), owner=ctx.prompt_id)
         results.append({"filename": filename, "subfolder": subfolder, "type": kind})
     return {"images": results}
 

@@ -39,6 +39,7 @@ def api_environment(
         presign_expires_s=config.output.presign_expires_s if presign_expires_s is None else presign_expires_s,
         status_ttl_days=config.output.expire_days,
         public_base_url=public_base_url,
+        max_work={r.name: r.max_work for r in config.runtimes},
         webhook_allow_loopback=webhook_allow_loopback,
     )
     return settings.to_env()

@@ -71,6 +71,7 @@ from sdeks.contract import (
     s3_uri,
     summarize,
 )
+from sdeks.contract.budget import task_work
 from sdeks.contract.task import ID_PATTERN
 from sdeks.tasks_table import TaskTable
 
@@ -172,6 +173,7 @@ class Api:
         task = self._validate(data).with_id()
         route = task.route(self.settings.runtimes, self.settings.models)
         task = task.with_runtime(route.runtime)
+        self._within_budget(task)
         fingerprint = task.fingerprint()
         meta = task.metadata
         answer = SubmitResponse(
@@ -222,6 +224,20 @@ class Api:
             raise _validation_error(exc) from None
         except RecursionError:
             raise HttpError(400, ErrorCode.VALIDATION_ERROR, "request is nested too deeply") from None
+
+    def _within_budget(self, task: Task) -> None:
+        """Refuse a task asking more work than its runtime's ``max_work``: no runtime should start it."""
+        limit = self.settings.max_work.get(task.metadata.runtime)
+        work = task_work(task.content)
+        if limit is None or work is None or work <= limit:
+            return
+        raise HttpError(
+            400,
+            ErrorCode.OVER_BUDGET,
+            f"task asks for {work:g} megapixel-steps (width × height × steps × batch_size × n_iter / 10⁶); "
+            f"runtime {task.metadata.runtime!r} allows at most {limit:g} per task",
+            {"field": "task.content", "work": work, "max_work": limit},
+        )
 
     def _publish(self, task: Task, route: Route, fields: dict[str, Any]) -> bool:
         """Publish the task message (inline or as a claim check); True when a claim check was used.

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sdeks.contract import API_VERSION, MAX_REQUEST_BYTES, ErrorCode, error_body
+from sdeks.contract.limits import MAX_JSON_DEPTH, JsonTooDeepError, check_json_depth
 
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 
@@ -200,7 +201,7 @@ def _has_lone_surrogate(value: Any) -> bool:
 
 
 def parse_json(data: bytes) -> Any:
-    """Strict JSON (no NaN/Infinity, no lone surrogates); any failure, including absurd nesting or numbers, is a 400."""
+    """Strict JSON (no NaN/Infinity, no lone surrogates, bounded depth); any failure is a 400, before any write."""
     if not data.strip():
         raise HttpError(400, ErrorCode.MALFORMED_JSON, "request body is empty; expected a JSON object")
     try:
@@ -215,9 +216,18 @@ def parse_json(data: bytes) -> Any:
             f"request body is not valid JSON: {exc.msg}",
             {"line": exc.lineno, "column": exc.colno},
         ) from None
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
-        raise HttpError(400, ErrorCode.MALFORMED_JSON, f"request body is not acceptable JSON: {reason}") from None
+    except RecursionError:
+        too_deep = JsonTooDeepError(MAX_JSON_DEPTH + 1)
+        raise HttpError(
+            400, ErrorCode.MALFORMED_JSON, f"request body: {too_deep}", {"max_depth": MAX_JSON_DEPTH}
+        ) from None
+    except ValueError as exc:
+        raise HttpError(
+            400, ErrorCode.MALFORMED_JSON, f"request body is not acceptable JSON: {str(exc)[:200]}"
+        ) from None
     if _has_lone_surrogate(value):
         raise HttpError(400, ErrorCode.MALFORMED_JSON, "request body contains an unpaired UTF-16 surrogate escape")
-    return value
+    try:
+        return check_json_depth(value)
+    except JsonTooDeepError as exc:
+        raise HttpError(400, ErrorCode.MALFORMED_JSON, f"request body: {exc}", {"max_depth": exc.limit}) from None

@@ -133,7 +133,8 @@ def openapi_document() -> dict[str, Any]:
                             f"runtimes), {ErrorCode.UNSUPPORTED_TASKTYPE}, {ErrorCode.UNKNOWN_MODEL} / "
                             f"{ErrorCode.AMBIGUOUS_MODEL} (a task naming no runtime: no runtime, or several, declare "
                             f"its checkpoint; details[0].available lists the checkpoints by runtime), "
-                            f"{ErrorCode.INVALID_QUERY} (wait, presign)",
+                            f"{ErrorCode.INVALID_QUERY} (wait, presign), {ErrorCode.OVER_BUDGET} (the task asks more "
+                            "megapixel-steps than its runtime's max_work)",
                             err,
                         ),
                         "403": forbidden,

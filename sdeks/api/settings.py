@@ -49,6 +49,10 @@ class ApiSettings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="base of status_url instead of the request's host (e.g. a custom domain)"
     )
+    max_work: dict[str, float] = Field(
+        default_factory=dict,
+        description="runtime name → most megapixel-steps per task (config runtimes[].max_work); absent = unbounded",
+    )
     webhook_allow_loopback: bool = Field(
         default=False, description="local mode only: admit webhook receivers on 127.0.0.1 (never set by CDK)"
     )

@@ -155,7 +155,11 @@ def status() -> None:
 
 
 @local_app.command("down")
-def down(timeout: float = typer.Option(60.0, help="seconds to wait for a clean stop")) -> None:
+def down(
+    timeout: float | None = typer.Option(
+        None, help="seconds to wait for a clean stop; default: the agents' shutdown grace and the rest"
+    ),
+) -> None:
     """Stop a local stack started with --detach (or in another terminal)."""
     path = state_path()
     state = read_state(path)
@@ -163,6 +167,7 @@ def down(timeout: float = typer.Option(60.0, help="seconds to wait for a clean s
         path.unlink(missing_ok=True)
         console.print("no local stack is running")
         return
+    timeout = state.stop_timeout_s if timeout is None else timeout
     os.kill(state.supervisor_pid, signal.SIGTERM)
     with console.status("stopping the local stack"):
         stopped = wait_for_exit(state.supervisor_pid, timeout)

@@ -6,12 +6,14 @@ loudly instead of silently falling back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sdeks.contract.budget import DEFAULT_MAX_WORK
 from sdeks.contract.content import TASKTYPES_BY_RUNTIME_TYPE, RuntimeType
 from sdeks.contract.routing import MAX_MODELS_PER_RUNTIME, checkpoint_key
 from sdeks.contract.task import PREFIX_PATTERN, RUNTIME_NAME_PATTERN
@@ -153,6 +155,13 @@ class Runtime(_Strict):
             "waiting at the runtime); 0: one task at a time"
         ),
     )
+    max_work: float = Field(
+        default=DEFAULT_MAX_WORK,
+        gt=0,
+        le=100_000,
+        description="most megapixel-steps one task may ask for (width × height × steps × images / 10⁶); "
+        "the API refuses more with a 400",
+    )
     shutdown_grace_s: int = Field(
         default=SPOT_SAFE_SHUTDOWN_GRACE_S,
         ge=0,
@@ -277,6 +286,24 @@ class Cluster(_Strict):
         " gateway endpoint",
     )
     bottlerocket_alias: str = Field(default="bottlerocket@v1.66.0", pattern=r"^bottlerocket@(v\d+\.\d+\.\d+|latest)$")
+    endpoint_public_cidrs: list[str] = Field(
+        default_factory=list,
+        max_length=40,
+        description="CIDRs that may reach the Kubernetes API from the internet; empty = private endpoint only "
+        "(kubectl from inside the VPC: a bastion, VPN or Direct Connect; CDK's kubectl handler runs in the VPC)",
+    )
+
+    @field_validator("endpoint_public_cidrs")
+    @classmethod
+    def _public_cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                network = ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR block: {exc}") from None
+            if network.prefixlen == 0:
+                raise ValueError(f"{cidr!r} opens the Kubernetes API to the whole internet; name your networks")
+        return value
 
     @field_validator("kubernetes_version")
     @classmethod

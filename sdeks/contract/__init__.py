@@ -6,6 +6,8 @@ layout; validation error formatting; JSON Schema export.
 
 from sdeks.contract.codes import ErrorCode, routing_error
 from sdeks.contract.content import (
+    APPLIED_EXTRA_FIELDS,
+    APPLIED_OVERRIDE_SETTINGS,
     CONTENT_MODELS,
     MAX_IMAGES_PER_TASK,
     MAX_SEED,
@@ -84,6 +86,8 @@ from sdeks.contract.webhook import (
 )
 
 __all__ = [
+    "APPLIED_EXTRA_FIELDS",
+    "APPLIED_OVERRIDE_SETTINGS",
     "API_VERSION",
     "CLAIMS_PREFIX",
     "EVENTS_PREFIX",

@@ -21,6 +21,7 @@ class ErrorCode(StrEnum):
     VALIDATION_ERROR = "validation_error"
     UNKNOWN_RUNTIME = "unknown_runtime"
     UNSUPPORTED_TASKTYPE = "unsupported_tasktype"
+    OVER_BUDGET = "over_budget"
     INVALID_ID = "invalid_id"
     INVALID_QUERY = "invalid_query"
     FORBIDDEN = "forbidden"

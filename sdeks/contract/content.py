@@ -4,11 +4,11 @@ The sdwebui content models are the AUTOMATIC1111 API parameter sets, with the
 bounds a user would expect enforced at the front door so a bad task is a 400,
 not a failed GPU job.
 
-Unknown content fields are *kept* (``extra="allow"``) and forwarded verbatim to
-the runtime. A1111 has hundreds of optional parameters (``override_settings``,
-``enable_hr``, extension args ...); dropping the ones we do not model would
-silently change what a stock A1111 runtime renders. The sdeks runtime ignores
-fields it does not implement and lists them in ``info.ignored_fields``.
+Unknown content fields are *kept* (``extra="allow"``) so a task round-trips (its
+fingerprint, the claim check), but they are never forwarded: a stock A1111 runtime
+would act on them (an extension's image URL, ``override_settings.outdir_samples``),
+so the queue agent sends only the fields modelled here and lists the others as
+``ignored_fields`` in the task's info.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from sdeks.contract.images import ImageRef
+from sdeks.contract.names import ModelName, check_model_name
 
 SAMPLERS: tuple[str, ...] = (
     "Euler a",
@@ -89,21 +90,56 @@ MAX_SEED = 2**32 - 1
 Dimension = Field(default=512, ge=64, le=2048, multiple_of=8)
 
 
+STRICT = ConfigDict(extra="allow", strict=True)
+"""Content models take JSON types as they are: ``"64"`` is not a width and ``false`` is not a seed.
+
+Lax coercion would let a typo or a client bug render something the user did not ask for.
+"""
+
+
 class AlwaysOnScripts(BaseModel):
     """``alwayson_scripts`` as the AWS sample uses it: a carrier for URLs and the checkpoint."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     image_link: ImageRef | None = Field(
         default=None, description="init image URL (AWS sample convention for image-to-image)"
     )
-    sd_model_checkpoint: str | None = Field(
-        default=None, min_length=1, max_length=256, description="checkpoint to switch to"
+    sd_model_checkpoint: ModelName | None = Field(
+        default=None, min_length=1, max_length=256, description="checkpoint to switch to, by name"
     )
 
 
+MODEL_SETTINGS = ("sd_model_checkpoint", "sd_vae")
+"""``override_settings`` keys that pick a file on the runtime: names only."""
+
+APPLIED_OVERRIDE_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "sd_vae")
+"""``override_settings`` keys the sdeks runtime applies; the agent forwards these and no others."""
+
+APPLIED_EXTRA_FIELDS = frozenset(
+    {
+        "enable_hr",
+        "hr_scale",
+        "hr_upscaler",
+        "hr_second_pass_steps",
+        "hr_resize_x",
+        "hr_resize_y",
+        "denoising_strength",
+        "override_settings",
+        "override_settings_restore_afterwards",
+        "send_images",
+    }
+)
+"""A1111 fields beyond the typed ones that the sdeks runtime applies (hires fix, per-request settings).
+
+The agent forwards these (``override_settings`` reduced to :data:`APPLIED_OVERRIDE_SETTINGS`, whose
+file names the contract already checks) and reports every other unmodelled field as ignored; the
+runtime validates their values and answers a 4xx naming the field.
+"""
+
+
 class _Sdwebui(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = STRICT
 
     @model_validator(mode="before")
     @classmethod
@@ -127,6 +163,22 @@ class _Sdwebui(BaseModel):
         return data
 
     alwayson_scripts: AlwaysOnScripts | None = None
+
+    @model_validator(mode="after")
+    def _models_by_name(self) -> _Sdwebui:
+        overrides = (self.model_extra or {}).get("override_settings")
+        if isinstance(overrides, dict):
+            for key in MODEL_SETTINGS:
+                value = overrides.get(key)
+                if value is None:
+                    continue
+                if not isinstance(value, str):
+                    raise ValueError(f"override_settings.{key} must be a string (a model name)")
+                try:
+                    check_model_name(value)
+                except ValueError as exc:
+                    raise ValueError(f"override_settings.{key}: {exc}") from None
+        return self
 
     @property
     def checkpoint(self) -> str | None:
@@ -179,7 +231,7 @@ class _Upscale(_Sdwebui):
     upscaling_resize: float = Field(default=2.0, ge=1.0, le=8.0)
     upscaling_resize_w: int | None = Field(default=None, ge=64, le=8192)
     upscaling_resize_h: int | None = Field(default=None, ge=64, le=8192)
-    upscaler_1: str = Field(default="Lanczos", min_length=1, max_length=128)
+    upscaler_1: ModelName = Field(default="Lanczos", min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _target_size_complete(self) -> _Upscale:
@@ -195,6 +247,8 @@ class ExtraSingleImageContent(_Upscale):
 
 
 class BatchImage(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     data: ImageRef
     name: str = Field(default="image", max_length=256)
 

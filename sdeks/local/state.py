@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 STATE_DIR = Path(".sdeks")
 STATE_FILE = STATE_DIR / "local.json"
@@ -36,6 +36,9 @@ class LocalState(BaseModel):
     runtimes: dict[str, RuntimeEndpoints]
     supervisor_pid: int
     log_dir: str
+    stop_timeout_s: float = Field(
+        default=60.0, description="how long `sdeks local down` waits: the agents' shutdown grace and the rest"
+    )
     webhook_queue_url: str = ""
     webhook_secret_id: str = ""
 

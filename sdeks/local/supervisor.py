@@ -134,6 +134,10 @@ class Supervisor:
             self.watch_once()
             time.sleep(poll_s)
 
+    def stop_budget_s(self) -> float:
+        """Longest a clean :meth:`stop_all` may take: children stop one after another, each within its timeout."""
+        return sum(child.stop_timeout_s for child in self.children) + 5.0
+
     def stop_all(self) -> None:
         """Stop in reverse start order: agents release their tasks while runtimes and AWS are still up."""
         self.stopping = True

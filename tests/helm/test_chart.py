@@ -124,6 +124,7 @@ def test_default_objects(helm_template):
         [
             "Deployment",
             "EC2NodeClass",
+            "NetworkPolicy",
             "NodePool",
             "PersistentVolume",
             "PersistentVolumeClaim",
@@ -224,11 +225,16 @@ def test_runtime_probes_keep_a_runtime_without_its_model_running(helm_template):
     checkpoint makes the pod unready with a reason, never a restart loop on a GPU node."""
     runtime = container(pod_spec(helm_template()), "runtime")
     startup = runtime["startupProbe"]
-    assert startup["httpGet"] == {"path": "/livez", "port": "http"}
+
+    # the runtime listens on loopback only, so the kubelet probes it from inside the container
+    def probe(path: str) -> list[str]:
+        return ["python", "-c", f"import urllib.request as u; u.urlopen('http://127.0.0.1:8080{path}', timeout=4)"]
+
+    assert startup["exec"]["command"] == probe("/livez")
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    assert runtime["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert runtime["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert runtime["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert runtime["readinessProbe"]["exec"]["command"] == probe("/healthz")
+    assert runtime["livenessProbe"]["exec"]["command"] == probe("/livez")
+    assert "ports" not in runtime  # nothing to reach from outside the pod
 
 
 def test_runtime_env_and_gpu(helm_template):
@@ -237,7 +243,7 @@ def test_runtime_env_and_gpu(helm_template):
     values = env(runtime)
     assert values["SD_MODEL"] == "v1-5-pruned-emaonly.safetensors"
     assert values["SD_MODELS_DIR"] == "/models"
-    assert values["SD_HOST"] == "0.0.0.0"
+    assert values["SD_HOST"] == "127.0.0.1"
     assert values["SD_PORT"] == "8080"
     assert runtime["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert runtime["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -249,9 +255,9 @@ def test_runtime_env_and_gpu(helm_template):
 def test_runtime_type_sets_health_path(helm_template):
     spec = pod_spec(helm_template({"runtime": {"type": "comfyui"}}))
     runtime = container(spec, "runtime")
-    assert runtime["readinessProbe"]["httpGet"]["path"] == "/system_stats"
+    assert "'http://127.0.0.1:8080/system_stats'" in runtime["readinessProbe"]["exec"]["command"][-1]
     for probe in ("startupProbe", "livenessProbe"):
-        assert runtime[probe]["httpGet"]["path"] == "/livez"
+        assert "'http://127.0.0.1:8080/livez'" in runtime[probe]["exec"]["command"][-1]
     assert "SDEKS_RUNTIME_HEALTH_PATH" not in env(container(spec, "agent"))
 
 
@@ -269,8 +275,9 @@ def test_runtime_command_and_health_override(helm_template):
     runtime = container(spec, "runtime")
     assert runtime["command"] == ["/start.sh"]
     assert runtime["args"] == ["--port", "8080"]
-    assert runtime["readinessProbe"]["httpGet"]["path"] == "/ping"
-    assert runtime["startupProbe"]["httpGet"]["path"] == runtime["livenessProbe"]["httpGet"]["path"] == "/alive"
+    assert "'http://127.0.0.1:8080/ping'" in runtime["readinessProbe"]["exec"]["command"][-1]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert "'http://127.0.0.1:8080/alive'" in runtime[probe]["exec"]["command"][-1]
     assert env(runtime)["SD_COMPILE"] == "1"
     assert env(container(spec, "agent"))["SDEKS_RUNTIME_HEALTH_PATH"] == "/ping"
     assert "command" not in container(pod_spec(helm_template({"runtime": {"command": []}})), "runtime")
@@ -364,6 +371,23 @@ def test_nodepool_disabled(helm_template):
     spec = pod_spec(result)
     assert "nodeSelector" not in spec
     assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_closed_runtime_network_policy_and_no_sa_token(helm_template, manifest_validator):
+    result = helm_template()
+    spec = pod_spec(result)
+    assert spec["automountServiceAccountToken"] is False  # Pod Identity mounts its own token
+    policy = result.one("NetworkPolicy")
+    assert not manifest_validator.errors(policy)
+    assert policy["spec"]["podSelector"]["matchLabels"] == result.one("Service")["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 9095, "protocol": "TCP"}]}]
+    ports = {p["containerPort"] for c in spec["initContainers"] + spec["containers"] for p in c.get("ports", [])}
+    assert ports == {9095}
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    scoped = helm_template({"networkPolicy": {"metricsFrom": [peer]}}).one("NetworkPolicy")
+    assert scoped["spec"]["ingress"][0]["from"] == [peer] and not manifest_validator.errors(scoped)
+    assert "NetworkPolicy" not in helm_template({"networkPolicy": {"enabled": False}}).kinds()
 
 
 def test_service_account_for_pod_identity(helm_template):

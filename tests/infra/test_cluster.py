@@ -68,7 +68,12 @@ def test_cluster_version_system_nodes_and_addons(synth_default):
     assert group["InstanceTypes"] == [config.cluster.system_instance_type]
     assert group["ScalingConfig"]["DesiredSize"] == config.cluster.system_nodes
     addons = {a["Properties"]["AddonName"] for a in synth_default.resources("AWS::EKS::Addon").values()}
-    assert addons == {"eks-pod-identity-agent", "aws-mountpoint-s3-csi-driver", "amazon-cloudwatch-observability"}
+    assert addons == {
+        "eks-pod-identity-agent",
+        "aws-mountpoint-s3-csi-driver",
+        "amazon-cloudwatch-observability",
+        "vpc-cni",
+    }
 
 
 def test_kubectl_provider_uses_the_layer_of_the_cluster_version(synth_default):

@@ -61,7 +61,7 @@ def _job(content, tasktype):
     return parse(json.dumps(task_message(content, tasktype=tasktype)), SDWEBUI)
 
 
-def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
+def test_payload_replaces_only_known_image_fields_and_forwards_only_modelled_fields():
     fetcher = _NoFetch(s3=None, allowed_buckets=frozenset({"bkt"}), allowed_hosts=())
     job = _job(
         {
@@ -78,7 +78,8 @@ def test_payload_replaces_only_known_image_fields_and_strips_consumed_scripts():
     payload = build_payload(job, fetcher)
     assert payload["init_images"] == [PNG_B64] and payload["mask"] == PNG_B64
     assert payload["prompt"] == "s3://bkt/not-an-image-field"
-    assert payload["alwayson_scripts"] == {"controlnet": {"args": []}}
+    assert "alwayson_scripts" not in payload  # consumed, and unmodelled scripts are not forwarded (issue 20)
+    assert job.ignored == ["alwayson_scripts.controlnet"]
     assert job.inputs == {"alwayson_scripts.image_link": "s3://bkt/in.png", "mask": "s3://bkt/mask.png"}
     batch = _job({"imageList": [{"data": "s3://bkt/1.png", "name": "one"}, {"data": PNG_B64}]}, "extra-batch-images")
     assert [i["data"] for i in build_payload(batch, fetcher)["imageList"]] == [PNG_B64, PNG_B64]
@@ -189,3 +190,25 @@ def test_adapters_cover_exactly_the_contracts_runtime_and_task_types():
         runtime_type: type(make_adapter(runtime_type, "http://127.0.0.1:9", 1, "/h")) for runtime_type in RUNTIME_TYPES
     }
     assert kinds == {"sdwebui": SdWebUIAdapter, "comfyui": ComfyUIAdapter}
+
+
+def test_payload_forwards_the_a1111_fields_the_runtime_applies_and_reports_the_rest():
+    fetcher = _NoFetch(s3=None, allowed_buckets=frozenset({"bkt"}), allowed_hosts=())
+    job = _job(
+        {
+            "prompt": "p",
+            "enable_hr": True,
+            "hr_scale": 2,
+            "hr_upscaler": "Latent",
+            "override_settings": {"sd_vae": "tiny-vae", "outdir_samples": "/etc", "CLIP_stop_at_last_layers": 2},
+            "override_settings_restore_afterwards": True,
+            "script_name": "x",
+        },
+        "text-to-image",
+    )
+    payload = build_payload(job, fetcher)
+    assert payload["enable_hr"] is True and payload["hr_scale"] == 2 and payload["hr_upscaler"] == "Latent"
+    assert payload["override_settings"] == {"sd_vae": "tiny-vae", "CLIP_stop_at_last_layers": 2}
+    assert payload["override_settings_restore_afterwards"] is True
+    assert "script_name" not in payload
+    assert job.ignored == ["override_settings.outdir_samples", "script_name"]

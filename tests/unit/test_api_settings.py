@@ -28,7 +28,8 @@ def _settings_from(env: dict[str, str], monkeypatch) -> ApiSettings:
 
 def test_environment_reads_back_as_the_config_says(monkeypatch):
     config = stack_config(
-        [{"name": "sda", "type": "sdwebui"}, {"name": "comfy", "type": "comfyui"}], output={"expire_days": 7}
+        [{"name": "sda", "type": "sdwebui", "max_work": 120.5}, {"name": "comfy", "type": "comfyui"}],
+        output={"expire_days": 7},
     )
     env = api_environment(
         config,
@@ -44,6 +45,7 @@ def test_environment_reads_back_as_the_config_says(monkeypatch):
     assert settings.output_bucket == "out"
     assert settings.status_ttl_days == 7
     assert settings.public_base_url == "https://api.example.com/sd"
+    assert settings.max_work == {"sda": 120.5, "comfy": 800}
     assert settings.presign_images is True and env["SDEKS_PRESIGN_IMAGES"] == "1"
     assert settings.presign_expires_s == 600
     # every setting the handler reads is set by the one function

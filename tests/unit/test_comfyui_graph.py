@@ -22,6 +22,7 @@ from tests.integration.test_comfyui_api import default_workflow, img2img_workflo
 
 class FakeEngine:
     model = None
+    models_dir = None
 
     def loras(self) -> list:
         return []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sd_runtime import CONFIGS_DIR
-from sd_runtime.errors import TooLargeError, UnknownUpscalerError
+from sd_runtime.errors import InvalidInputError, TooLargeError, UnknownUpscalerError
 from sd_runtime.models import UnknownModelError, discover, resolve
 from sd_runtime.samplers import A1111_SAMPLERS, a1111_samplers, a1111_scheduler
 from sd_runtime.upscale import target_size, upscale
@@ -189,10 +189,14 @@ def test_model_discovery_and_resolution(tmp_path: Path) -> None:
     assert [(r.title, r.kind) for r in refs] == [("mydiff", "diffusers"), ("v1-5.safetensors", "single_file")]
     assert resolve("v1-5", tmp_path, refs).title == "v1-5.safetensors"  # model_name, like A1111
     assert resolve("v1-5.safetensors [6ce0161689]", tmp_path, refs).kind == "single_file"
-    assert resolve(str(tmp_path / "mydiff"), tmp_path, refs).kind == "diffusers"
+    assert resolve(str(tmp_path / "mydiff"), tmp_path, refs, allow_paths=True).kind == "diffusers"  # the operator's
     with pytest.raises(UnknownModelError) as err:
         resolve("ignored.ckpt", tmp_path, refs)
     assert err.value.details == {"available": ["mydiff", "v1-5.safetensors"]}
+    assert "v1-5" not in err.value.message  # the message does not enumerate the server's files
+    for path in (str(tmp_path / "mydiff"), "../mydiff", "/etc/passwd", "Stable-diffusion/../../x"):
+        with pytest.raises(InvalidInputError, match="not by path"):
+            resolve(path, tmp_path, refs)  # a request's path is refused, even one inside the models dir
 
 
 def test_requests_name_models_inside_the_models_dir_only(tmp_path: Path) -> None:

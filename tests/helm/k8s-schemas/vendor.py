@@ -18,6 +18,7 @@ KINDS = [
     "poddisruptionbudget-policy-v1",
     "persistentvolume-v1",
     "persistentvolumeclaim-v1",
+    "networkpolicy-networking-v1",
 ]
 PREFIXES = ("/api/_definitions.json#/$defs/", "#/$defs/")
 
