@@ -58,7 +58,7 @@ def create_app(
         while engine.model is None:
             await asyncio.sleep(recheck_s)
             try:
-                ref = await asyncio.to_thread(engine.resolve, spec)
+                ref = await asyncio.to_thread(engine.resolve, spec, True)  # the operator's --model: a path
             except RuntimeApiError:
                 continue
             if engine.model is None:  # a failed load (a half-copied file) is tried again next round

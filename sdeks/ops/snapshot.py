@@ -7,9 +7,10 @@ without any metrics service:
   deleted), delayed (backing off after a transient failure), DLQ depth;
 - the task table, scanned for rows running now or finished within the window:
   tasks/min, queue wait / run / end-to-end latencies, the tasks running now;
-- progress of a running task: the row's ``progress`` (0–1) when an agent records
-  one, else — in local mode, where the runtime server is reachable — the runtime's
-  own ``/sdapi/v1/progress`` while it runs exactly one task.
+- progress of a running task: the fraction of the row's ``progress`` (the contract's
+  ``TaskProgress``) when an agent records one, else — in local mode, where the runtime
+  server is reachable — the runtime's own ``/sdapi/v1/progress`` while it runs exactly
+  one task.
 
 The table scan reads every row (there is no index on status); ``sdeks top``
 therefore scans less often than it reads queue depths on a deployed stack.
@@ -26,6 +27,7 @@ import httpx
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import BotoCoreError, ClientError
 
+from sdeks.contract import TaskProgress
 from sdeks.ops.target import OpsTarget, RuntimeRef
 
 RECENT_WINDOW = timedelta(minutes=5)
@@ -150,14 +152,14 @@ def task_activity(rows: list[dict[str, Any]], now: datetime) -> tuple[list[Runni
     for row in rows:
         created, started, ended = (parse_time(row.get(k)) for k in ("created_at", "started_at", "finished_at"))
         if row.get("status") == "running":
-            progress = row.get("progress")
+            progress = row.get("progress")  # a TaskProgress as the agent wrote it
             running.append(
                 RunningTask(
                     id=row["id"],
                     runtime=row.get("runtime", ""),
                     attempt=int(row.get("attempts", 0)),
                     started_at=started,
-                    progress=float(progress) if progress is not None else None,
+                    progress=TaskProgress.model_validate(progress).fraction if progress else None,
                 )
             )
         elif ended is not None and row.get("status") in ("succeeded", "failed"):

@@ -88,11 +88,12 @@ def test_only_modelled_fields_reach_the_runtime(stack, fake_runtime, start_agent
     assert event["status"] == "succeeded"
     [(path, body)] = fake_runtime.generation_calls()
     assert path == "/sdapi/v1/txt2img"
-    assert {"enable_hr", "override_settings", "alwayson_scripts"}.isdisjoint(body)
-    assert "169.254" not in json.dumps(body)
+    assert {"override_settings", "alwayson_scripts"}.isdisjoint(body)
+    assert body["enable_hr"] is True  # the contract names the hires fix as applied by the runtime
+    assert "169.254" not in json.dumps(body) and "/etc" not in json.dumps(body)
     info_key = event["output_url"].split("/", 3)[3]
     info = json.loads(stack.s3.get_object(Bucket=stack.resources.output_bucket, Key=info_key)["Body"].read())
-    assert info["ignored_fields"] == ["enable_hr", "override_settings", "alwayson_scripts.controlnet"]
+    assert info["ignored_fields"] == ["override_settings.outdir_samples", "alwayson_scripts.controlnet"]
 
 
 NO_SUCH_NAME = '''

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from rich.console import Console
 
@@ -27,7 +28,15 @@ ROWS = [
     row("a", "succeeded", 30, 28, 20),
     row("b", "succeeded", 200, 190, 150),
     row("c", "failed", 50, 45, 40),
-    row("d", "running", 12, 10, None, attempts=2, progress=0.25),
+    row(
+        "d",
+        "running",
+        12,
+        10,
+        None,
+        attempts=2,
+        progress={"step": 5, "steps": 20, "fraction": Decimal("0.25"), "image": 1, "images": 1},  # as DynamoDB reads it
+    ),
     row("e", "succeeded", 9, 8, 1, runtime="other"),
 ]
 

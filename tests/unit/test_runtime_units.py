@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from sd_runtime import CONFIGS_DIR
 from sd_runtime.errors import InvalidInputError, TooLargeError, UnknownUpscalerError
@@ -207,9 +208,12 @@ def test_requests_name_models_inside_the_models_dir_only(tmp_path: Path) -> None
         (d / "model_index.json").write_text("{}")
     refs = discover(models)
     for spec in (str(outside / "b"), "../elsewhere/b", "..", "../", str(tmp_path), "./a/../../elsewhere/b"):
-        with pytest.raises(UnknownModelError) as err:
+        with pytest.raises(InvalidInputError) as err:  # a path is refused before the filesystem is touched
             resolve(spec, models, refs)
-        assert err.value.details == {"available": ["a"]} and str(tmp_path) not in err.value.message.replace(spec, "")
+        assert str(tmp_path) not in err.value.message.replace(spec, "")
+    with pytest.raises(UnknownModelError) as unknown:
+        resolve("b", models, refs)
+    assert unknown.value.details == {"available": ["a"]} and str(tmp_path) not in unknown.value.message
     assert resolve("a", models, refs).title == "a"
     assert resolve(str(outside / "b"), models, refs, allow_paths=True).title == "b"  # the operator's --model
 
@@ -303,10 +307,11 @@ def test_override_settings_are_applied_or_reported() -> None:
     )
     assert parse(Txt2ImgContent(override_settings={"CLIP_stop_at_last_layers": 1})).clip_skip is None
     assert parse(Txt2ImgContent(override_settings_restore_afterwards=False)).restore is False
+    with pytest.raises(ValidationError):  # the contract refuses an empty model name before the runtime
+        Txt2ImgContent(override_settings={"sd_model_checkpoint": ""})
     bad_values = [
         {"override_settings": []},
         {"override_settings": {"CLIP_stop_at_last_layers": True}},
-        {"override_settings": {"sd_model_checkpoint": ""}},
         {"override_settings_restore_afterwards": "no"},
         {"override_settings": {"sd_vae": "a"}, "override_settings_restore_afterwards": False},
     ]
