@@ -5,25 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from sdeks.cli import app
 from sdeks.cli.task_cmd import build_request
 from tests.fixtures.aws import free_port
-
-runner = CliRunner()
-
-
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def run(*args: str):
-    result = runner.invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
+from tests.fixtures.cli import run
 
 
 def test_submit_without_a_stack_says_how_to_get_one(in_tmp):
