@@ -166,40 +166,17 @@ class Finisher:
 
         The event is stored like any other, so a redelivered copy re-announces it identically.
         """
-        ident = held.identity
-        if ident is not None:
-            runtime = ident.runtime or self.settings.runtime_name
-            event = events.build_event(
-                task_id=ident.task_id,
-                runtime=runtime,
-                status="cancelled",
-                attempt=held.msg.receive_count,
-                context=ident.context,
-                timings=self._timings(held) if held.started_at is not None else None,
-            )
-            body = events.encode(event)
-            self.storage.put_event(ident.task_id, body)
-            self.publisher.publish(body, runtime, "cancelled")
+        if held.identity is not None:
+            timings = self._timings(held) if held.started_at is not None else None
+            self._announce(held, "cancelled", timings=timings)
         self.consumer.ack(held.msg)
         return Outcome.CANCELLED, {"ran": held.started_at is not None}
 
     def _fail(self, held: Held) -> tuple[Outcome, dict[str, Any]]:
         assert held.error is not None and held.identity is not None
         reason = held.error.reason
-        ident = held.identity
-        runtime = ident.runtime or self.settings.runtime_name
-        if self._status(self.table.mark_failed, ident.task_id, reason):
-            event = events.build_event(
-                task_id=ident.task_id,
-                runtime=runtime,
-                status="failed",
-                attempt=held.msg.receive_count,
-                context=ident.context,
-                error=reason,
-            )
-            body = events.encode(event)
-            self.storage.put_event(ident.task_id, body)
-            self.publisher.publish(body, runtime, "failed")
+        if self._status(self.table.mark_failed, held.identity.task_id, reason):
+            self._announce(held, "failed", error=reason)
         self.consumer.ack(held.msg)
         return Outcome.FAILED, {"reason": reason}
 
@@ -217,23 +194,38 @@ class Finisher:
 
     def _announce_dlq(self, held: Held, reason: str) -> None:
         """Last delivery: say so, mark failed, leave the message for SQS to move to the DLQ."""
+        assert held.identity is not None
+        error = f"moved to the dead-letter queue after {held.msg.receive_count} attempts: {reason}"
+        try:
+            if self._status(self.table.mark_failed, held.identity.task_id, error):
+                self._announce(held, "failed", error=error, store=False)
+        except TransientError as exc:
+            log.warning("cannot announce the DLQ move", extra=held.fields(error=exc.reason))
+
+    def _announce(
+        self, held: Held, status: str, *, error: str | None = None, timings: Timings | None = None, store: bool = True
+    ) -> None:
+        """Publish the task's event (``failed`` or ``cancelled``), stored first when ``store``.
+
+        A stored event is what a redelivered copy re-announces identically; the DLQ notice is not
+        stored, so the copy SQS moves to the DLQ and later redrives still runs.
+        """
         ident = held.identity
         assert ident is not None
         runtime = ident.runtime or self.settings.runtime_name
-        error = f"moved to the dead-letter queue after {held.msg.receive_count} attempts: {reason}"
-        try:
-            if self._status(self.table.mark_failed, ident.task_id, error):
-                event = events.build_event(
-                    task_id=ident.task_id,
-                    runtime=runtime,
-                    status="failed",
-                    attempt=held.msg.receive_count,
-                    context=ident.context,
-                    error=error,
-                )
-                self.publisher.publish(events.encode(event), runtime, "failed")
-        except TransientError as exc:
-            log.warning("cannot announce the DLQ move", extra=held.fields(error=exc.reason))
+        event = events.build_event(
+            task_id=ident.task_id,
+            runtime=runtime,
+            status=status,
+            attempt=held.msg.receive_count,
+            context=ident.context,
+            error=error,
+            timings=timings,
+        )
+        body = events.encode(event)
+        if store:
+            self.storage.put_event(ident.task_id, body)
+        self.publisher.publish(body, runtime, status)
 
     def _acknowledge(self, outcome: Outcome) -> Callable[[Held], tuple[Outcome, dict[str, Any]]]:
         def acknowledge(held: Held) -> tuple[Outcome, dict[str, Any]]:
