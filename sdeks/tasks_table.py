@@ -271,52 +271,55 @@ class TaskTable:
 
         A row this creates (its earlier writes failed) expires like any other: with ``row_ttl``.
         """
-        now = now or utcnow()
-        try:
-            self._table.update_item(
-                Key={TASK_TABLE_KEY: task_id},
-                UpdateExpression=(
-                    "SET #s = :succeeded, finished_at = :now, images = :images, "
-                    f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl) REMOVE #e"
-                ),
-                ConditionExpression="attribute_not_exists(#s) OR #s <> :cancelled",
-                ExpressionAttributeNames={"#s": "status", "#e": "error"},
-                ExpressionAttributeValues={
-                    ":succeeded": "succeeded",
-                    ":cancelled": "cancelled",
-                    ":now": _iso(now),
-                    ":images": images,
-                    ":ttl": int((now + self._row_ttl).timestamp()),
-                },
-            )
-        except ClientError as exc:
-            if _conditional_failed(exc):
-                return False
-            raise
-        return True
+        return self._finish(
+            task_id,
+            "succeeded",
+            "images = :images",
+            {":images": images},
+            unless=("cancelled",),
+            remove_error=True,
+            now=now,
+        )
 
     def mark_failed(self, task_id: str, error: str, now: datetime | None = None) -> bool:
         """Record a failure unless the task already succeeded or was cancelled; ``False`` when it had.
 
         A task rejected before it ran (published straight to the topic) gets its row here, with ``row_ttl``.
         """
+        return self._finish(
+            task_id, "failed", "#e = :error", {":error": error[:2000]}, unless=("succeeded", "cancelled"), now=now
+        )
+
+    def _finish(
+        self,
+        task_id: str,
+        state: str,
+        assignment: str,
+        values: dict[str, Any],
+        *,
+        unless: tuple[str, ...],
+        remove_error: bool = False,
+        now: datetime | None = None,
+    ) -> bool:
+        """One conditional terminal write: ``state`` + ``assignment``, refused when the row is in ``unless``."""
         now = now or utcnow()
+        blocked = {f":unless{i}": blocked_state for i, blocked_state in enumerate(unless)}
         try:
             self._table.update_item(
                 Key={TASK_TABLE_KEY: task_id},
                 UpdateExpression=(
-                    "SET #s = :failed, finished_at = :now, #e = :error, "
+                    f"SET #s = :state, finished_at = :now, {assignment}, "
                     f"{TASK_TABLE_TTL_ATTRIBUTE} = if_not_exists({TASK_TABLE_TTL_ATTRIBUTE}, :ttl)"
+                    + (" REMOVE #e" if remove_error else "")
                 ),
-                ConditionExpression="attribute_not_exists(#s) OR NOT #s IN (:succeeded, :cancelled)",
+                ConditionExpression=f"attribute_not_exists(#s) OR NOT #s IN ({', '.join(blocked)})",
                 ExpressionAttributeNames={"#s": "status", "#e": "error"},
                 ExpressionAttributeValues={
-                    ":failed": "failed",
-                    ":succeeded": "succeeded",
-                    ":cancelled": "cancelled",
+                    ":state": state,
                     ":now": _iso(now),
-                    ":error": error[:2000],
                     ":ttl": int((now + self._row_ttl).timestamp()),
+                    **blocked,
+                    **values,
                 },
             )
         except ClientError as exc:
