@@ -12,6 +12,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.bundle import build_api_bundle
@@ -78,13 +79,15 @@ class Api(Construct):
         tasks_topic: sns.ITopic,
         table: dynamodb.ITable,
         output_bucket: s3.IBucket,
+        runtime_queues: dict[str, sqs.IQueue],
     ) -> None:
+        """``runtime_queues`` (runtime name → its task queue): the depth a queued task's status reports."""
         super().__init__(scope, cid)
         self.function_log_group = logs.LogGroup(
             self, "FunctionLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
         )
-        self.role = self._role(config.project, tasks_topic, table, output_bucket)
-        self.function = self._function(config, tasks_topic, table, output_bucket)
+        self.role = self._role(config.project, tasks_topic, table, output_bucket, runtime_queues)
+        self.function = self._function(config, tasks_topic, table, output_bucket, runtime_queues)
         self.access_log_group = logs.LogGroup(
             self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
         )
@@ -93,9 +96,15 @@ class Api(Construct):
         self._usage_plan(config)
 
     def _role(
-        self, project: str, tasks_topic: sns.ITopic, table: dynamodb.ITable, output_bucket: s3.IBucket
+        self,
+        project: str,
+        tasks_topic: sns.ITopic,
+        table: dynamodb.ITable,
+        output_bucket: s3.IBucket,
+        runtime_queues: dict[str, sqs.IQueue],
     ) -> iam.Role:
-        """Least privilege: its own log group, publish to the tasks topic, its table rows, claim checks, presigning."""
+        """Least privilege: its own log group, publish to the tasks topic, its table rows, claim checks, presigning,
+        and the depth (attributes only) of the runtimes' task queues."""
         role = iam.Role(
             self,
             "FunctionRole",
@@ -122,13 +131,23 @@ class Api(Construct):
             iam.PolicyStatement(
                 sid="PresignOutputs", actions=["s3:GetObject"], resources=[output_bucket.arn_for_objects("*")]
             ),
+            iam.PolicyStatement(
+                sid="QueueDepth",
+                actions=["sqs:GetQueueAttributes"],
+                resources=[queue.queue_arn for _, queue in sorted(runtime_queues.items())],
+            ),
         ]
         for statement in statements:
             role.add_to_policy(statement)
         return role
 
     def _function(
-        self, config: Config, tasks_topic: sns.ITopic, table: dynamodb.ITable, output_bucket: s3.IBucket
+        self,
+        config: Config,
+        tasks_topic: sns.ITopic,
+        table: dynamodb.ITable,
+        output_bucket: s3.IBucket,
+        runtime_queues: dict[str, sqs.IQueue],
     ) -> lambda_.Function:
         return lambda_.Function(
             self,
@@ -149,6 +168,7 @@ class Api(Construct):
                 tasks_topic_arn=tasks_topic.topic_arn,
                 task_table=table.table_name,
                 output_bucket=output_bucket.bucket_name,
+                queue_urls={name: queue.queue_url for name, queue in runtime_queues.items()},
             ),
         )
 

@@ -36,8 +36,10 @@ HANDLER_SOURCES = (
     "sdeks/api/__init__.py",
     "sdeks/api/handler.py",
     "sdeks/api/http.py",
+    "sdeks/api/queue_depth.py",
     "sdeks/api/settings.py",
     "sdeks/netguard.py",
+    "sdeks/presign.py",
     "sdeks/tasks_table.py",
 )
 """What of the repo the API handler imports (a test imports the handler and checks this covers it)."""

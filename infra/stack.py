@@ -45,6 +45,7 @@ class SdeksStack(cdk.Stack):
             tasks_topic=self.messaging.tasks_topic,
             table=self.tasks.table,
             output_bucket=self.storage.output_bucket,
+            runtime_queues={name: rq.queue for name, rq in self.messaging.runtime_queues.items()},
         )
         self.webhooks = Webhooks(
             self, "Webhooks", layout=self.layout, results_topic=self.messaging.results_topic, table=self.tasks.table

@@ -16,6 +16,7 @@ def build_event(
     attempt: int,
     context: Any = None,
     image_url: list[str] | None = None,
+    image_urls: list[str] | None = None,
     output_url: str | None = None,
     error: str | None = None,
     timings: Timings | None = None,
@@ -26,6 +27,7 @@ def build_event(
         status=status,  # type: ignore[arg-type]
         result=status == "succeeded",
         image_url=image_url or [],
+        image_urls=image_urls,
         output_url=output_url,
         context=context,
         error=error,

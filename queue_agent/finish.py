@@ -141,6 +141,7 @@ class Finisher:
         job, result = held.job, held.result
         assert job is not None and result is not None
         uris, info_uri = self._put_outputs(job, result)
+        presign = self.settings.presign_images
         event = events.build_event(
             task_id=job.task_id,
             runtime=job.runtime,
@@ -148,6 +149,7 @@ class Finisher:
             attempt=held.msg.receive_count,
             context=job.task.metadata.context,
             image_url=uris,
+            image_urls=self.storage.presign(uris, self.settings.presign_expires_s) if presign else None,
             output_url=info_uri,
             timings=self._timings(held),
         )

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
         description="status rows the agent creates expire with the outputs they point at (config output.expire_days)",
     )
 
+    presign_images: bool = Field(
+        default=False, description="completion events carry presigned HTTPS image URLs (config output.presign_images)"
+    )
+    presign_expires_s: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="their lifetime (config output.presign_expires_s)"
+    )
+
     project: str | None = Field(
         default=None, min_length=1, max_length=1024, description="deployment name (Project dimension of task metrics)"
     )

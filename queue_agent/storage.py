@@ -13,6 +13,7 @@ from typing import Any
 
 from queue_agent.errors import AWS_ERRORS, aws_code, aws_error
 from sdeks.contract import event_key, image_key, info_key, s3_uri
+from sdeks.presign import presigned_urls
 
 MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -34,6 +35,13 @@ class Storage:
         body = json.dumps(info, separators=(",", ":"), default=str).encode()
         self._put(key, body, "application/json", "storing outputs failed")
         return s3_uri(self.bucket, key)
+
+    def presign(self, uris: list[str], expires_s: int) -> list[str]:
+        """Presigned HTTPS GET URLs of these outputs (signed locally with the agent's credentials, no request)."""
+        try:
+            return presigned_urls(self.s3, self.bucket, uris, expires_s)
+        except AWS_ERRORS as exc:  # no credentials to sign with (yet): a retry may have them
+            raise aws_error("presigning the images failed", exc) from None
 
     def get_event(self, task_id: str) -> bytes | None:
         """The stored event of a task that was already announced, else ``None``."""

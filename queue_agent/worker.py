@@ -94,7 +94,8 @@ class AwsClients:
         )
         return cls(
             sqs=session.client("sqs", config=config),
-            s3=session.client("s3", config=config),
+            # SigV4: what presigned image URLs need (every region accepts it)
+            s3=session.client("s3", config=config.merge(BotoConfig(signature_version="s3v4"))),
             sns=session.client("sns", config=config),
             table=TaskTable(
                 session.resource("dynamodb", config=config).Table(settings.task_table),

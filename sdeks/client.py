@@ -97,14 +97,15 @@ class ApiClient:
     ) -> TaskStatus:
         """Wait (server side, ``?wait=N``) until the task ends; report each status seen on the way.
 
-        With ``on_progress``, a running task is re-read every second (``?wait=1``: the agent writes
-        progress at most once a second) and each read is reported.
+        With ``on_progress``, the task is read every second (``?wait=1``: the agent
+        writes progress at most once a second; a queued task's tasks ahead change as others run) and each
+        read is reported.
         """
         deadline = time.monotonic() + timeout_s
         last = None
+        longest = 1 if on_progress is not None else MAX_WAIT_S
         while True:
             left = deadline - time.monotonic()
-            longest = 1 if on_progress is not None and last == "running" else MAX_WAIT_S
             status = self.status(task_id, presign=True, wait_s=max(1, min(longest, math.ceil(left))))
             if status.status != last:
                 on_change(status)

@@ -255,7 +255,7 @@ class TaskTable:
                 ConditionExpression="#s = :running",
                 ExpressionAttributeNames={"#s": "status"},
                 ExpressionAttributeValues={
-                    ":p": progress.model_dump(exclude={"fraction"})
+                    ":p": progress.model_dump(exclude={"fraction"}, exclude_none=True)
                     | {"fraction": Decimal(str(round(progress.fraction, 4)))},
                     ":running": "running",
                 },
@@ -345,10 +345,13 @@ def _to_status(item: dict[str, Any]) -> TaskStatus:
 
 
 def _progress(item: dict[str, Any]) -> TaskProgress | None:
-    """The stored progress (DynamoDB numbers come back as Decimal)."""
+    """The stored progress (DynamoDB numbers come back as Decimal: the fraction a float, counts integers)."""
     stored = item.get("progress")
     if not isinstance(stored, dict):
         return None
     return TaskProgress.model_validate(
-        {key: float(value) if key == "fraction" else int(value) for key, value in stored.items()}
+        {
+            key: (float(value) if key == "fraction" else int(value)) if isinstance(value, Decimal) else value
+            for key, value in stored.items()
+        }
     )

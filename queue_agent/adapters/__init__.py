@@ -8,7 +8,7 @@ ran out of time) and returns a :class:`RuntimeResult`. Both raise
 :class:`RuntimeTimeout` for a task past its timeout. ``interrupt`` stops one
 task on the runtime; ``exclusive`` says a task must have the runtime to itself;
 ``progress`` reports how far the executing task is (``None`` where the runtime
-cannot say: ComfyUI for now).
+cannot say: A1111's ``/sdapi/v1/progress``, ComfyUI's ``/ws`` progress messages).
 ``health`` says whether the runtime can take tasks, and if it answers but never
 will (its model file is missing), why.
 """

@@ -1,4 +1,4 @@
-"""ComfyUI runtimes: ``POST /prompt``, poll ``GET /history/{id}``, fetch ``GET /view``.
+"""ComfyUI runtimes: ``POST /prompt``, poll ``GET /history/{id}``, fetch ``GET /view``; progress from ``/ws``.
 
 The workflow is the task content (API format). A rejected workflow
 (``node_errors`` / HTTP 400) and an execution error are permanent failures;
@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 
 from queue_agent.adapters import HttpAdapter, RuntimeResult, json_of, request
+from queue_agent.adapters.comfyui_progress import ProgressListener
 from queue_agent.errors import PermanentError, RuntimeTimeout, TransientError
 from queue_agent.fetch import InputFetcher
 from queue_agent.lane import Slot
 from queue_agent.messages import Job
+from sdeks.contract import TaskProgress
 
 POLL_INTERVAL_S = 0.05
 POLL_MAX_INTERVAL_S = 0.5
@@ -48,6 +50,7 @@ class ComfyUIAdapter(HttpAdapter):
         # Each call is short (submit, poll, view); the task-long wait is the polling loop's.
         super().__init__(base_url, timeout_s, health_path, request_timeout_s=30.0)
         self.client_id = uuid.uuid4().hex
+        self.listener = ProgressListener(base_url, self.client_id)
 
     def prepare(self, job: Job, fetcher: InputFetcher) -> None:
         workflow = job.task.content.model_dump(mode="json")
@@ -116,6 +119,21 @@ class ComfyUIAdapter(HttpAdapter):
     def _view(self, ref: dict[str, Any]) -> bytes:
         params = {"filename": ref["filename"], "subfolder": ref.get("subfolder", ""), "type": ref.get("type", "output")}
         return request(self.client, "GET", "/view", "view", params=params).content
+
+    def progress(self, slot: Slot) -> TaskProgress | None:
+        """The prompt's last ``progress`` websocket report: steps of the node sampling now (ComfyUI does not say
+        how many sampling nodes a workflow runs, nor which image of a batch: ``image``/``images`` are 0)."""
+        report = self.listener.latest(slot.ref) if slot.ref is not None else None
+        if report is None or report.max <= 0:
+            return None
+        step = min(max(report.value, 0), report.max)
+        return TaskProgress(
+            step=step, steps=report.max, fraction=round(step / report.max, 4), image=0, images=0, node=report.node
+        )
+
+    def close(self) -> None:
+        self.listener.close()
+        super().close()
 
     def interrupt(self, slot: Slot) -> None:
         """Stop this prompt only: interrupt it if it is executing, drop it if it still waits in the queue."""

@@ -8,6 +8,8 @@ needs the deployment config, which the Lambda must not import.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sdeks.api.settings import ApiSettings
 from sdeks.config import Config
 
@@ -18,6 +20,7 @@ def api_environment(
     tasks_topic_arn: str,
     task_table: str,
     output_bucket: str,
+    queue_urls: Mapping[str, str] | None = None,
     public_base_url: str | None = None,
     webhook_allow_loopback: bool = False,
     presign_images: bool | None = None,
@@ -27,11 +30,14 @@ def api_environment(
 
     ``presign_images``/``presign_expires_s`` override the config's ``output`` settings of the same
     names (whether every status carries presigned image URLs, and for how long they are valid).
+    ``queue_urls`` (runtime name → its queue's URL) lets a queued task's status say how many tasks
+    are ahead of it; a runtime without one answers without that figure.
     """
     # Every field is given, so nothing of the caller's own environment (a settings source) leaks in.
     settings = ApiSettings(
         runtimes=config.runtime_types,
         models=config.runtime_models,
+        queue_urls=dict(queue_urls or {}),
         tasks_topic_arn=tasks_topic_arn,
         task_table=task_table,
         output_bucket=output_bucket,

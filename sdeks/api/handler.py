@@ -48,6 +48,7 @@ from sdeks.api.http import (
     json_text,
     parse_json,
 )
+from sdeks.api.queue_depth import tasks_ahead
 from sdeks.api.settings import ApiSettings, ConfigurationError, env_key
 from sdeks.contract import (
     API_VERSION,
@@ -73,6 +74,7 @@ from sdeks.contract import (
 )
 from sdeks.contract.budget import task_work
 from sdeks.contract.task import ID_PATTERN
+from sdeks.presign import presigned_urls
 from sdeks.tasks_table import TaskTable
 
 logger = Logger(service="sdeks.api")
@@ -142,11 +144,12 @@ def _internal_error(message: str) -> Response:
 class Api:
     """The actions behind the routes, bound to settings and AWS clients (one per thread and environment)."""
 
-    def __init__(self, settings: ApiSettings, sns: Any, s3: Any, table: TaskTable) -> None:
+    def __init__(self, settings: ApiSettings, sns: Any, s3: Any, table: TaskTable, sqs: Any) -> None:
         self.settings = settings
         self.sns = sns
         self.s3 = s3
         self.table = table
+        self.sqs = sqs
 
     @classmethod
     def from_env(cls) -> Api:
@@ -162,7 +165,9 @@ class Api:
                 shared = _shared[key] = _SharedClients.create()
             table = shared.session.resource("dynamodb", config=shared.boto_config).Table(shared.settings.task_table)
         row_ttl = timedelta(days=shared.settings.status_ttl_days)
-        return cls(shared.settings, sns=shared.sns, s3=shared.s3, table=TaskTable(table, row_ttl=row_ttl))
+        return cls(
+            shared.settings, sns=shared.sns, s3=shared.s3, table=TaskTable(table, row_ttl=row_ttl), sqs=shared.sqs
+        )
 
     # --- POST /v1alpha2 ---------------------------------------------------------
 
@@ -317,9 +322,15 @@ class Api:
             delay = min(delay * 2, longest)
 
     def _answer(self, status: TaskStatus, presign: bool | None) -> dict[str, Any]:
-        """The status as answered: with presigned image URLs when asked, or by default when so configured."""
+        """The status as answered: with presigned image URLs when asked, or by default when so configured;
+        a queued task's with the approximate number of tasks ahead of it when its queue is known."""
         if self.settings.presign_images if presign is None else presign:
-            status.image_urls = [self._presign(uri) for uri in status.images if self._presignable(uri)]
+            status.image_urls = presigned_urls(
+                self.s3, self.settings.output_bucket, status.images, self.settings.presign_expires_s
+            )
+        queue_url = self.settings.queue_urls.get(status.runtime)
+        if status.status == "queued" and queue_url:
+            status.tasks_ahead_approx = tasks_ahead(self.sqs, queue_url, status.id)
         return status.model_dump(mode="json")
 
     # --- POST /v1alpha2/tasks/{id}/cancel ---------------------------------------
@@ -342,17 +353,6 @@ class Api:
             )
         logger.info("cancelled", extra={"task_id": task_id, "runtime": status.runtime})
         return json_answer(200, status.model_dump(mode="json"))
-
-    def _presignable(self, uri: str) -> bool:
-        return uri.startswith(f"s3://{self.settings.output_bucket}/")
-
-    def _presign(self, uri: str) -> str:
-        key = uri[len(f"s3://{self.settings.output_bucket}/") :]
-        return self.s3.generate_presigned_url(
-            "get_object",
-            Params={"Bucket": self.settings.output_bucket, "Key": key},
-            ExpiresIn=self.settings.presign_expires_s,
-        )
 
     # --- GET /v1alpha2/runtimes -----------------------------------------------
 
@@ -400,6 +400,7 @@ class _SharedClients:
     boto_config: Any
     sns: Any
     s3: Any
+    sqs: Any
 
     @classmethod
     def create(cls) -> _SharedClients:
@@ -416,6 +417,11 @@ class _SharedClients:
             boto_config,
             sns=session.client("sns", config=boto_config),
             s3=session.client("s3", config=s3_config),
+            # the queue depth is a courtesy of the status answer: one quick try, never a held-up request
+            sqs=session.client(
+                "sqs",
+                config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=2),
+            ),
         )
 
 

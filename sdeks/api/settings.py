@@ -36,6 +36,10 @@ class ApiSettings(BaseSettings):
     models: dict[str, list[str]] = Field(
         default_factory=dict, description="checkpoints each runtime declares, name → [checkpoint] (task routing)"
     )
+    queue_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="runtime name → its SQS queue URL: the depth a queued task's status reports (tasks_ahead_approx)",
+    )
     tasks_topic_arn: str = Field(min_length=1)
     task_table: str = Field(min_length=1)
     output_bucket: str = Field(min_length=1)
@@ -59,9 +63,10 @@ class ApiSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _models_of_runtimes(self) -> ApiSettings:
-        strays = sorted(set(self.models) - set(self.runtimes))
-        if strays:
-            raise ValueError(f"models of runtimes that are not configured: {', '.join(strays)}")
+        for what, named in (("models", self.models), ("queue URLs", self.queue_urls)):
+            strays = sorted(set(named) - set(self.runtimes))
+            if strays:
+                raise ValueError(f"{what} of runtimes that are not configured: {', '.join(strays)}")
         return self
 
     @field_validator("public_base_url")

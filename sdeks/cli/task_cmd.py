@@ -95,13 +95,21 @@ def build_request(
     return body
 
 
+def _ahead(status: TaskStatus) -> str:
+    """A queued task's approximate place, as the API reports it ("" when it cannot say)."""
+    n = status.tasks_ahead_approx
+    return "" if status.status != "queued" or n is None else f"~{n} task{'s' * (n != 1)} ahead"
+
+
 def _show(status: TaskStatus) -> None:
     extra = f" (attempt {status.attempts})" if status.attempts > 1 else ""
-    console.print(f"{status.id}: {status.status}{extra}", highlight=False)
+    ahead = f" ({_ahead(status)})" if _ahead(status) else ""
+    console.print(f"{status.id}: {status.status}{extra}{ahead}", highlight=False)
 
 
 def _follow(client: ApiClient, task_id: str, timeout_s: float) -> TaskStatus:
-    """Wait for the task's end, printing each status and drawing its progress (step, image) as a bar."""
+    """Wait for the task's end, printing each status and drawing its progress (step, image) as a bar,
+    and while it is queued the approximate number of tasks ahead of it."""
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -115,9 +123,12 @@ def _follow(client: ApiClient, task_id: str, timeout_s: float) -> TaskStatus:
             p = status.progress
             if p is not None:
                 detail = f"step {p.step}/{p.steps}" + (f", image {p.image}/{p.images}" if p.images > 1 else "")
+                detail += f" (node {p.node})" if p.node else ""
                 bar.update(row, completed=p.fraction, detail=detail)
             elif status.status == "succeeded":
                 bar.update(row, completed=1.0, detail="")
+            elif status.status == "queued":
+                bar.update(row, detail=f"queued, {_ahead(status)}" if _ahead(status) else "queued")
 
         return client.wait(task_id, timeout_s=timeout_s, on_change=_show, on_progress=drawn)
 

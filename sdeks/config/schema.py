@@ -225,7 +225,8 @@ class Output(_Strict):
     bucket: str | None = Field(default=None, pattern=_BUCKET_PATTERN, description="created when absent")
     expire_days: int = Field(default=30, ge=1, le=3650, description="outputs are deleted after this many days")
     presign_images: bool = Field(
-        default=False, description="every task status carries presigned HTTPS URLs of its images (image_urls)"
+        default=False,
+        description="every task status and completion event carries presigned HTTPS URLs of its images (image_urls)",
     )
     presign_expires_s: int = Field(
         default=3600, ge=1, le=7 * 24 * 3600, description="lifetime of presigned URLs (SigV4 allows a week)"

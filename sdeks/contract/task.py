@@ -205,9 +205,13 @@ class TaskProgress(BaseModel):
 
     step: int = Field(ge=0, description="sampling step of the current image (batch)")
     steps: int = Field(ge=0, description="sampling steps per image (batch)")
-    fraction: float = Field(ge=0, le=1, description="of the whole task, 0..1")
-    image: int = Field(ge=0, description="the image (batch) being rendered, from 1")
-    images: int = Field(ge=0, description="images (batches) in the task")
+    fraction: float = Field(ge=0, le=1, description="of the whole task, 0..1 (ComfyUI: of the node sampling now)")
+    image: int = Field(ge=0, description="the image (batch) being rendered, from 1 (0: the runtime does not say)")
+    images: int = Field(ge=0, description="images (batches) in the task (0: the runtime does not say)")
+    node: str | None = Field(
+        default=None,
+        description="ComfyUI runtimes: the workflow node sampling now (step, steps and fraction are that node's)",
+    )
 
 
 class TaskStatus(BaseModel):
@@ -224,6 +228,16 @@ class TaskStatus(BaseModel):
     image_urls: list[str] | None = Field(default=None, description="presigned HTTPS URLs, with ?presign=1")
     error: str | None = None
     progress: TaskProgress | None = Field(default=None, description="while running: the runtime's progress")
+    tasks_ahead_approx: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "while queued, APPROXIMATE: the other tasks on its runtime's queue at read time, waiting or being "
+            "worked on (SQS ApproximateNumberOfMessages + ApproximateNumberOfMessagesNotVisible, less this one; "
+            "SQS standard queues are unordered, so this is how many compete with it, not a strict rank); "
+            "absent when it cannot be read"
+        ),
+    )
 
 
 class Timings(BaseModel):
@@ -244,6 +258,11 @@ class CompletionEvent(BaseModel):
     status: Literal["succeeded", "failed", "cancelled"]
     result: bool
     image_url: list[str] = Field(default_factory=list)
+    image_urls: list[str] | None = Field(
+        default=None,
+        description="with config output.presign_images: presigned HTTPS GET URLs of image_url, in the same order; "
+        "valid output.presign_expires_s, and no longer than the agent's signing credentials",
+    )
     output_url: str | None = None
     context: JsonValue = None
     error: str | None = None

@@ -149,6 +149,7 @@ class LocalStack:
                     tasks_topic_arn=res.tasks_topic_arn,
                     task_table=res.task_table,
                     output_bucket=res.output_bucket,
+                    queue_urls={name: queue.url for name, queue in res.queues.items()},
                     webhook_allow_loopback=True,  # local receivers listen on 127.0.0.1
                 ),
             },
@@ -207,6 +208,8 @@ class LocalStack:
                             port=agent_port,
                             inputs=self.config.inputs,
                             status_ttl_days=self.config.output.expire_days,
+                            presign_images=int(self.config.output.presign_images),
+                            presign_expires_s=self.config.output.presign_expires_s,
                             agent_host=HOST,
                             prefetch=runtime.prefetch,
                             task_timeout_s=runtime.task_timeout_s,

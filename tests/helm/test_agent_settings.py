@@ -38,6 +38,8 @@ EVERY_OPTIONAL_VALUE = {
         "backoffMaxSeconds": 600,
         "claimCheckMaxBytes": 16777216,
         "statusTtlDays": 7,
+        "presignImages": True,
+        "presignExpiresSeconds": 600,
     },
 }
 

@@ -112,6 +112,11 @@ def test_lambda_runtime_env_and_tracing(synth_any):
     assert int(env["SDEKS_PRESIGN_EXPIRES_S"]) > 0
     # status rows live as long as the outputs they point at
     assert env["SDEKS_STATUS_TTL_DAYS"] == str(config.output.expire_days)
+    # each runtime's queue URL (a queued task's depth), resolved by CloudFormation into the JSON object
+    queue_urls = env["SDEKS_QUEUE_URLS"]["Fn::Join"][1]
+    for rq in layout.runtimes:
+        queue = logical_id(raw, "AWS::SQS::Queue", QueueName=rq.queue_name)
+        assert {"Ref": queue} in queue_urls, rq.runtime.name
     # exactly the settings the handler reads, from the one function local mode and the tests use
     assert set(env) == set(api_environment(config, tasks_topic_arn="t", task_table="t", output_bucket="b"))
 
@@ -156,8 +161,13 @@ def test_lambda_permissions_are_scoped(synth_default):
         assert allowed[action] == [{"Fn::GetAtt": [table, "Arn"]}]
     assert allowed["s3:PutObject"] == [{"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/_claims/*"]]}]
     assert allowed["s3:GetObject"] == [{"Fn::Join": ["", [{"Fn::GetAtt": [bucket, "Arn"]}, "/*"]]}]
+    # the depth of exactly the runtimes' task queues (not their DLQs, not the webhook queue), nothing else of SQS
+    queues = sorted(logical_id(raw, "AWS::SQS::Queue", QueueName=rq.queue_name) for rq in layout.runtimes)
+    assert sorted(arn["Fn::GetAtt"][0] for arn in allowed["sqs:GetQueueAttributes"]) == queues
+    assert all(arn["Fn::GetAtt"][1] == "Arn" for arn in allowed["sqs:GetQueueAttributes"])
     data = {a for a in allowed if a.split(":")[0] in ("s3", "sns", "sqs", "dynamodb")}
     assert data == {
+        "sqs:GetQueueAttributes",
         "sns:Publish",
         "dynamodb:GetItem",
         "dynamodb:PutItem",

@@ -7,9 +7,11 @@ import base64
 import io
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 from PIL import Image
 
@@ -75,3 +77,30 @@ def test_workflow_the_runtime_rejects_fails_the_task_with_the_node_error(stack, 
     status = json.loads(sdeks(root, "status", "wf-3", check=True).stdout)
     assert status["status"] == "failed"
     assert "rejected" in status["error"] and "KSampler" in status["error"], status
+
+
+def test_progress_rises_while_a_workflow_runs(stack):
+    """The agent reads ComfyUI's own ``/ws`` progress messages of its prompt and writes them to the status."""
+    _, state = stack
+    workflow = default_workflow(seed=5, steps=150, size=128)
+    workflow["5"]["inputs"]["batch_size"] = 4  # several seconds on the tiny model: many reports
+    metadata = {"id": "wf-progress", "runtime": "comfy", "tasktype": "pipeline"}
+    body = {"task": {"metadata": metadata, "content": workflow}}
+    headers = {"x-api-key": state.api_key}
+    assert httpx.post(f"{state.api_url}/v1alpha2", json=body, headers=headers, timeout=30).status_code == 202
+    seen: list[dict] = []
+    deadline = time.monotonic() + 90
+    while len({p["step"] for p in seen}) < 3 and time.monotonic() < deadline:
+        current = httpx.get(f"{state.api_url}/v1alpha2/tasks/wf-progress", headers=headers, timeout=30).json()
+        assert current["status"] in ("queued", "running"), current
+        if current["status"] == "running" and current["progress"]:
+            seen.append(current["progress"])
+        time.sleep(0.2)
+    steps = [p["step"] for p in seen]
+    assert len(set(steps)) >= 3, seen
+    assert steps == sorted(steps) and steps[-1] > steps[0], steps
+    last = seen[-1]
+    assert last["steps"] == 150 and last["node"] == "3"  # the KSampler's own steps, as ComfyUI reports them
+    assert last["fraction"] == pytest.approx(last["step"] / 150, abs=1e-3)
+    assert (last["image"], last["images"]) == (0, 0)  # ComfyUI does not say which image of a batch
+    assert httpx.post(f"{state.api_url}/v1alpha2/tasks/wf-progress/cancel", headers=headers, timeout=30).is_success

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -229,3 +230,25 @@ def test_submit_wait_draws_a_progress_bar(running, tmp_path):
     assert "barred: queued" in result.stderr and "barred: succeeded" in result.stderr
     assert "100%" in result.stderr, result.stderr
     assert [Path(line).name for line in result.stdout.split()] == ["barred-1.png"]
+
+
+def test_a_queued_task_says_how_many_are_ahead_and_the_cli_shows_it(running):
+    root, stack = running
+    submit(stack, "blocker", LONG)
+    wait_for(lambda: status(stack, "blocker")["status"] == "running", 60, "the blocker to run")
+    for task_id in ("behind-1", "behind-2", "behind-3"):
+        submit(stack, task_id, SHORT)
+    queued = status(stack, "behind-3")
+    assert queued["status"] == "queued"
+    # the running blocker and the two submitted before it (the queue's SQS counts, less the task itself)
+    assert queued["tasks_ahead_approx"] == 3, queued
+    with ThreadPoolExecutor(1) as pool:
+        follow = pool.submit(sdeks, root, "status", "behind-3", "--follow", "--timeout", "120")
+        time.sleep(3)  # the CLI re-reads a queued task every second meanwhile
+        for task_id in ("blocker", "behind-1", "behind-2"):
+            assert api(stack, "POST", f"/v1alpha2/tasks/{task_id}/cancel").status_code == 200
+        result = follow.result()
+    assert result.returncode == 0, result.stderr
+    assert "behind-3: queued (~3 tasks ahead)" in result.stderr, result.stderr
+    assert json.loads(result.stdout)["status"] == "succeeded"
+    assert status(stack, "behind-3")["tasks_ahead_approx"] is None, "only a queued task carries it"

@@ -15,7 +15,8 @@ import httpx
 import pytest
 import standardwebhooks
 
-from sdeks.contract import WebhookPayload
+from sdeks.contract import CompletionEvent, WebhookPayload
+from sdeks.events import EventSubscription
 from sdeks.local.provision import local_session
 from sdeks.local.state import LocalState
 from sdeks.tasks_table import TaskTable
@@ -26,11 +27,15 @@ from webhooks.deliver import Deliverer, Verdict, http_client
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
+PRESIGN_EXPIRES_S = 900
+CONFIG = f"""
 project: hooktest
 runtimes:
   - name: sdruntime
     type: sdwebui
+output:
+  presign_images: true  # completion events carry presigned image URLs
+  presign_expires_s: {PRESIGN_EXPIRES_S}
 """
 
 
@@ -142,3 +147,31 @@ def test_a_webhook_for_completed_only_never_gets_the_start(stack, receiver: Rece
     wait_for(lambda: receiver.deliveries, 120, "the completed delivery")
     time.sleep(3)  # a start delivery, had there been one, came before the completion
     assert [WebhookPayload.model_validate_json(d.body).type for d in receiver.deliveries] == ["task.completed"]
+
+
+def test_completion_events_carry_presigned_urls_that_download_the_images(stack, receiver: Receiver):
+    """A receiver without AWS credentials downloads the PNG from the URL in its delivery (and an SNS subscriber
+    gets the same event)."""
+    root, state = stack
+    secret = sdeks(root, "webhook-secret", check=True).stdout.strip()
+    subscription = EventSubscription.create(state.results_topic_arn, state.aws_endpoint_url, state.region)
+    try:
+        answer = submit(state, "hooked-urls", {"url": receiver.url("/urls"), "events": ["completed"]})
+        assert answer.status_code == 202, answer.text
+        wait_for(lambda: len(receiver.deliveries) >= 1, 120, "the completed delivery")
+        [event] = list(subscription.follow(count=1, timeout_s=60))
+    finally:
+        subscription.delete()
+    delivery = receiver.deliveries[0]
+    payload = WebhookPayload.model_validate(standardwebhooks.Webhook(secret).verify(delivery.body, delivery.headers))
+    data = payload.data
+    assert isinstance(data, CompletionEvent) and data.status == "succeeded"
+    assert CompletionEvent.model_validate(event).image_urls == data.image_urls, "SNS and the webhook: one event"
+    [url] = data.image_urls
+    assert f"X-Amz-Expires={PRESIGN_EXPIRES_S}" in url
+    [key] = [uri.removeprefix(f"s3://{state.output_bucket}/") for uri in data.image_url]
+    s3 = boto3.client("s3", endpoint_url=state.aws_endpoint_url, region_name=state.region)
+    stored = s3.get_object(Bucket=state.output_bucket, Key=key)["Body"].read()
+    downloaded = httpx.get(url, timeout=10)  # no credentials: the URL is the authorization
+    assert downloaded.status_code == 200 and downloaded.content == stored
+    assert downloaded.content.startswith(b"\x89PNG")

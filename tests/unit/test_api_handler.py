@@ -305,6 +305,32 @@ def test_status_follows_the_agent(api):
     assert httpx.get(url).content == b"\x89PNG fake"
 
 
+def test_a_queued_status_says_approximately_how_many_tasks_are_ahead(api):
+    for n in range(3):
+        assert api.submit(txt2img(task_id=f"ahead-{n}")).status == 202
+    sqs = boto3.client("sqs", endpoint_url=api.res.aws_endpoint_url)
+    # an agent holds one (in flight, not visible): it still counts as ahead
+    sqs.receive_message(QueueUrl=api.res.queues["sdruntime"].url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+    ans = api.call("GET", "/v1alpha2/tasks/ahead-2")
+    assert ans.status == 200 and ans.json["status"] == "queued"
+    assert ans.json["tasks_ahead_approx"] == 2  # 3 on the queue, less this one
+
+    TaskTable.from_name(api.res.task_table, endpoint_url=api.res.aws_endpoint_url).mark_running(
+        "ahead-2", "sdruntime", attempt=1
+    )
+    assert api.call("GET", "/v1alpha2/tasks/ahead-2").json["tasks_ahead_approx"] is None  # queued tasks only
+
+
+def test_an_unreadable_queue_depth_leaves_the_field_out_and_is_logged(api, monkeypatch, caplog):
+    assert api.submit(txt2img(task_id="no-depth")).status == 202
+    monkeypatch.setenv("SDEKS_QUEUE_URLS", json.dumps({"sdruntime": api.res.queues["sdruntime"].url + "-gone"}))
+    with caplog.at_level(logging.INFO, logger="sdeks.api"):
+        ans = api.call("GET", "/v1alpha2/tasks/no-depth")
+    assert ans.status == 200 and ans.json["status"] == "queued" and ans.json["tasks_ahead_approx"] is None
+    [logged] = [line for line in api_log_lines(caplog.records) if line["message"] == "queue_depth_unavailable"]
+    assert logged["task_id"] == "no-depth" and logged["level"] == "WARNING"
+
+
 def test_failed_status_carries_the_error(api):
     api.submit(txt2img(task_id="sad"))
     table = TaskTable.from_name(api.res.task_table, endpoint_url=api.res.aws_endpoint_url)

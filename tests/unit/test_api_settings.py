@@ -38,8 +38,10 @@ def test_environment_reads_back_as_the_config_says(monkeypatch):
         public_base_url="https://api.example.com/sd/",
         presign_images=True,
         presign_expires_s=600,
+        queue_urls={"sda": "https://sqs.us-east-1.amazonaws.com/123456789012/p-sda"},
     )
     settings = _settings_from(env, monkeypatch)
+    assert settings.queue_urls == {"sda": "https://sqs.us-east-1.amazonaws.com/123456789012/p-sda"}
     assert settings.runtimes == {"sda": "sdwebui", "comfy": "comfyui"}
     assert settings.tasks_topic_arn == RESOURCES["tasks_topic_arn"] and settings.task_table == "p-tasks"
     assert settings.output_bucket == "out"
@@ -69,6 +71,7 @@ def test_the_callers_own_environment_does_not_leak_in(monkeypatch):
         ({"SDEKS_PRESIGN_EXPIRES_S": "0"}, "presign_expires_s"),
         ({"SDEKS_PRESIGN_EXPIRES_S": str(8 * 24 * 3600)}, "presign_expires_s"),
         ({"SDEKS_STATUS_TTL_DAYS": "x"}, "status_ttl_days"),
+        ({"SDEKS_QUEUE_URLS": '{"other": "https://sqs/q"}'}, "queue URLs of runtimes that are not configured: other"),
     ],
 )
 def test_a_broken_environment_names_the_setting(monkeypatch, change, named):
