@@ -157,6 +157,8 @@ def test_two_runtimes_from_config(name, helm_template, manifest_validator):
     assert spec["terminationGracePeriodSeconds"] == runtime.shutdown_grace_s + 15 < SPOT_NOTICE_S
     assert agent["SDEKS_SHUTDOWN_GRACE_S"] == str(runtime.shutdown_grace_s)
     assert agent["SDEKS_STATUS_TTL_DAYS"] == str(config.output.expire_days)
+    assert agent["SDEKS_PRESIGN_IMAGES"] == str(int(config.output.presign_images))
+    assert agent["SDEKS_PRESIGN_EXPIRES_S"] == str(config.output.presign_expires_s)
     assert spec["serviceAccountName"] == f"sdeks-{name}"
     assert spec["nodeSelector"]["karpenter.sh/nodepool"] == f"sdeks-{name}"
 
@@ -314,6 +316,8 @@ def test_agent_env_and_probes(helm_template):
         "SDEKS_PROJECT": "sdeks",
         "SDEKS_EMF_ENDPOINT": "tcp://cloudwatch-agent.amazon-cloudwatch:25888",
         "SDEKS_STATUS_TTL_DAYS": "30",
+        "SDEKS_PRESIGN_IMAGES": "0",
+        "SDEKS_PRESIGN_EXPIRES_S": "3600",
         "SDEKS_AGENT_PORT": "9095",
         "SDEKS_AGENT_HOST": "0.0.0.0",
         "AWS_REGION": "us-west-2",

@@ -212,3 +212,52 @@ def test_payload_forwards_the_a1111_fields_the_runtime_applies_and_reports_the_r
     assert payload["override_settings_restore_afterwards"] is True
     assert "script_name" not in payload
     assert job.ignored == ["override_settings.outdir_samples", "script_name"]
+
+
+def test_comfyui_progress_listener_keeps_each_prompts_last_report_until_it_ends():
+    """Against a real websocket server speaking ComfyUI's messages (binary preview frames, other message types
+    and garbage included)."""
+    import threading
+    import time
+
+    from websockets.sync.server import serve
+
+    from queue_agent.adapters.comfyui_progress import ProgressListener
+
+    go_on, seen_path = threading.Event(), []
+
+    def comfyui(connection) -> None:
+        seen_path.append(connection.request.path)
+        connection.send(b"\x00\x00\x00\x01preview")
+        for value in (1, 2, 3):
+            connection.send(
+                json.dumps({"type": "progress", "data": {"value": value, "max": 8, "prompt_id": "p1", "node": 3}})
+            )
+        connection.send(
+            json.dumps({"type": "progress", "data": {"value": 5, "max": 9, "prompt_id": "p2", "node": "7"}})
+        )
+        connection.send(json.dumps({"type": "status", "data": {"status": {}}}))
+        connection.send("not json")
+        go_on.wait(5)
+        connection.send(json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p1"}}))
+        go_on.wait(5)
+
+    with serve(comfyui, "127.0.0.1", 0) as server:
+        port = server.socket.getsockname()[1]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        listener = ProgressListener(f"http://127.0.0.1:{port}", "agent-1")
+        try:
+            deadline = time.monotonic() + 10
+            while listener.latest("p2") is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert seen_path == ["/ws?clientId=agent-1"]
+            assert (listener.latest("p1").value, listener.latest("p1").max, listener.latest("p1").node) == (3, 8, "3")
+            assert listener.latest("p2").node == "7" and listener.latest("nope") is None
+            go_on.set()
+            while listener.latest("p1") is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert listener.latest("p1") is None, "an ended prompt is forgotten"
+            assert listener.latest("p2") is not None
+        finally:
+            listener.close()
+            server.shutdown()
