@@ -7,8 +7,8 @@ ran out of time) and returns a :class:`RuntimeResult`. Both raise
 :class:`PermanentError`/:class:`TransientError`; ``run`` raises
 :class:`RuntimeTimeout` for a task past its timeout. ``interrupt`` stops one
 task on the runtime; ``exclusive`` says a task must have the runtime to itself;
-``progress`` reports how far the executing task is (``None`` where the runtime
-cannot say: A1111's ``/sdapi/v1/progress``, ComfyUI's ``/ws`` progress messages).
+``progress`` reports how far the executing task is (A1111's ``/sdapi/v1/progress``,
+ComfyUI's ``/ws`` progress messages; ``None`` while the runtime has not said).
 ``health`` says whether the runtime can take tasks, and if it answers but never
 will (its model file is missing), why.
 """
@@ -79,9 +79,6 @@ class HttpAdapter:
 
     def exclusive(self, job: Job) -> bool:
         return False
-
-    def progress(self, slot: Slot) -> TaskProgress | None:
-        return None
 
     def close(self) -> None:
         self.client.close()
