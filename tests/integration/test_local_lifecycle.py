@@ -144,6 +144,7 @@ def test_a_run_announces_its_start_then_its_completion(stack, events):
     body = TaskStartedEvent.model_validate(started["body"])
     assert (body.id, body.runtime, body.status, body.attempt) == ("announced", "sdruntime", "running", 1)
     assert completed["attributes"] == {"runtime": "sdruntime", "status": "succeeded"}
+    assert completed["body"]["image_urls"] is None, "presigned URLs only with output.presign_images"
     row = status(stack, "announced")
     row_started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
     assert abs((body.started_at - row_started).total_seconds()) < 0.001, "the row keeps milliseconds"
