@@ -235,7 +235,8 @@ def test_submit_wait_draws_a_progress_bar(running, tmp_path):
 
 def test_a_queued_task_says_how_many_are_ahead_and_the_cli_shows_it(running):
     root, stack = running
-    submit(stack, "blocker", LONG)
+    # minutes on the tiny model: it runs until the test cancels it, however fast the machine
+    submit(stack, "blocker", {**LONG, "width": 512, "height": 512})
     wait_for(lambda: status(stack, "blocker")["status"] == "running", 60, "the blocker to run")
     for task_id in ("behind-1", "behind-2", "behind-3"):
         submit(stack, task_id, SHORT)
