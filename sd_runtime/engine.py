@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sd_runtime import embeddings, lora, prompt_weighting, vae
 from sd_runtime import hires as hires_fix
-from sd_runtime import lora, prompt_weighting, vae
 from sd_runtime.errors import NoModelError
 from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
@@ -133,6 +133,7 @@ class Engine:
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
         self._interrupt = InterruptSignal()
+        self.embeddings = embeddings.Embeddings()
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -186,6 +187,7 @@ class Engine:
         }
         for p in self._pipes.values():
             p.set_progress_bar_config(disable=True)
+        self.embeddings = embeddings.load(pipe, embeddings.discover(self.models_dir))
         self.model, self.load_error = ref, None
         if ref.path.parent != (self.models_dir.resolve() if self.models_dir else None):
             self._extra = ref
@@ -194,6 +196,11 @@ class Engine:
             torch.cuda.empty_cache()
         log.info("loaded model %s (%s) on %s in %.2fs", ref.title, ref.kind, self.device, time.monotonic() - t0)
         return ref
+
+    def refresh_embeddings(self) -> None:
+        """Worker thread only: the ``embeddings/`` folder read again into the loaded model (A1111's refresh)."""
+        if self._pipes:
+            self.embeddings = embeddings.load(self._pipes["txt2img"], embeddings.discover(self.models_dir))
 
     async def load(self, spec: str | ModelRef) -> ModelRef:
         """Resolve and load a model on the worker thread (queued behind running jobs)."""

@@ -17,7 +17,8 @@ do not give A1111's exact pixels; unweighted ones match plain diffusers encoding
 
 Clip skip is applied here (diffusers' numbering: layers skipped from the end), since the
 pipelines only see the finished embeddings. Textual-inversion names in the text expand to
-their vectors (sd_runtime.embeddings loads them into the tokenizers).
+their vectors (sd_runtime.embeddings loads them into the tokenizers); ComfyUI's
+``embedding:name`` is read as the bare name.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ _ATTENTION = re.compile(
 """A1111's ``re_attention``: escapes, brackets, ``:weight)`` closers, and runs of plain text."""
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
 _EMPHASIS = 1.1
+_COMFY_EMBEDDING = re.compile(r"\bembedding:([^\s,()]+?)(?:\.safetensors)?(?=[\s,()]|$)")
+"""ComfyUI names a textual inversion ``embedding:name``; A1111 (and the tokenizer) by the bare name."""
 
 _EDITING = re.compile(r"(?<!\\)\[[^\[\]]*:[^\[\]]*\]")
 _ALTERNATION = re.compile(r"(?<!\\)\[[^\[\]]*\|[^\[\]]*\]")
@@ -202,7 +205,7 @@ def encode(pipe: Any, text: str, clip_skip: int | None = None, a1111: bool = Tru
     """Worker thread only, under ``torch.inference_mode``: ``text`` encoded with ``pipe``'s text encoder(s)."""
     import torch
 
-    segments = parse(text, a1111)
+    segments = parse(text if a1111 else _COMFY_EMBEDDING.sub(r"\1", text), a1111)
     sdxl = getattr(pipe, "text_encoder_2", None) is not None
     if not sdxl:
         return Encoded(embeds=_conditioning(_compel(pipe.tokenizer, pipe.text_encoder, clip_skip, False), segments))

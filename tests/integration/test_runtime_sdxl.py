@@ -121,3 +121,23 @@ def test_sdxl_attention_weights_and_long_prompts_on_both_encoders(sdxl_url: str,
     for sub in ("tokenizer", "tokenizer_2"):
         assert len(CLIPTokenizer.from_pretrained(tiny_sdxl_dir / "tiny-sdxl" / sub)(long).input_ids) > 77
     assert render(long + "red sky") != render(long + "blue sea")  # the second chunk reaches the UNet
+
+
+def test_sdxl_embeddings_load_both_encoders_and_skip_sd1_files(sdxl_url: str, tiny_sdxl_dir: Path) -> None:
+    listed = httpx.get(f"{sdxl_url}/sdapi/v1/embeddings").json()
+    unset = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    assert listed["loaded"] == {"tiny-embed-xl": {**unset, "shape": 96, "vectors": 2}}  # clip_l 32 + clip_g 64
+    assert set(listed["skipped"]) == {"tiny-embed", "tiny-embed-diffusers"}  # SD 1.x embeddings: one encoder only
+    named, info = txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")
+    assert info["ignored_fields"] == []
+    file = tiny_sdxl_dir / "embeddings" / "tiny-embed-xl.safetensors"
+    aside = file.with_name(".aside")
+    file.rename(aside)
+    try:  # without the file the name is text: a different image
+        assert httpx.post(f"{sdxl_url}/sdapi/v1/refresh-embeddings", timeout=60).is_success
+        assert httpx.get(f"{sdxl_url}/sdapi/v1/embeddings").json()["loaded"] == {}
+        assert txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")[0].tobytes() != named.tobytes()
+    finally:
+        aside.rename(file)
+        assert httpx.post(f"{sdxl_url}/sdapi/v1/refresh-embeddings", timeout=60).is_success
+    assert txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")[0].tobytes() == named.tobytes()
