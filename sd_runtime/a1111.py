@@ -240,7 +240,7 @@ def _extras_routes(router: APIRouter, engine: Engine) -> None:
 
 
 def _listing_routes(router: APIRouter, engine: Engine) -> None:
-    """What can be named in a request: models, LoRAs, VAEs, samplers, schedule types, upscalers."""
+    """What can be named in a request: models, LoRAs, embeddings, VAEs, samplers, schedule types, upscalers."""
 
     @router.get("/sd-models")
     async def sd_models() -> list[dict[str, Any]]:
@@ -257,6 +257,15 @@ def _listing_routes(router: APIRouter, engine: Engine) -> None:
     @router.post("/refresh-loras")
     async def refresh_loras() -> None:
         return None  # discovery reads the Lora/ folder on every listing
+
+    @router.get("/embeddings")
+    async def embeddings() -> dict[str, Any]:
+        return engine.embeddings.a1111()
+
+    @router.post("/refresh-embeddings")
+    async def refresh_embeddings() -> None:
+        await engine.submit(engine.refresh_embeddings)  # on the worker: it changes the model's tokenizers
+        return None
 
     @router.get("/sd-vae")
     async def sd_vae() -> list[dict[str, str]]:

@@ -9,10 +9,11 @@ list is empty for a plain request and names exactly what was asked for and not d
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel
+
+from sd_runtime import prompt_weighting
 
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "restore_faces": (False,),
@@ -126,14 +127,13 @@ def ignored_fields(content: BaseModel, implemented: set[str]) -> list[str]:
     )
 
 
-_SYNTAX = re.compile(r"(?<!\\)[()\[\]]|\bBREAK\b")
-"""A1111 prompt syntax: (emphasis), (word:1.2), [de-emphasis], [from:to:when], [a|b], BREAK (unescaped)."""
-
-
 def prompt_syntax(content: BaseModel) -> list[str]:
-    """``prompt (attention syntax)`` etc. for prompts whose A1111 syntax this runtime encodes as plain text."""
+    """``prompt (prompt editing [from:to:when])`` etc.: A1111 prompt syntax this runtime encodes as plain text.
+
+    Attention weights, ``BREAK`` and long prompts are implemented (sd_runtime.prompt_weighting).
+    """
     return [
-        f"{name} (attention syntax)"
+        f"{name} ({what})"
         for name in ("prompt", "negative_prompt")
-        if _SYNTAX.search(getattr(content, name, "") or "")
+        for what in prompt_weighting.unsupported(getattr(content, name, "") or "")
     ]

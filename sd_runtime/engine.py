@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sd_runtime import embeddings, lora, prompt_weighting, vae
 from sd_runtime import hires as hires_fix
-from sd_runtime import lora, vae
 from sd_runtime.errors import NoModelError
 from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
@@ -48,7 +48,8 @@ class GenerationRequest:
     """What to render, dialect-neutral. Images are PIL images (already decoded).
 
     ``prompt`` is the text to encode (a dialect's own syntax, such as A1111's LoRA
-    tags, already taken out); ``loras`` are applied for this request only. ``clip_skip``
+    tags, already taken out; attention weights and BREAK are read by
+    :mod:`sd_runtime.prompt_weighting`); ``loras`` are applied for this request only. ``clip_skip``
     is diffusers' (layers skipped from the end; A1111's ``CLIP_stop_at_last_layers`` − 1).
     ``model``: render with this model, switched to on the worker thread right before,
     and switched back after when ``restore_model`` (A1111's ``override_settings``).
@@ -132,6 +133,7 @@ class Engine:
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
         self._interrupt = InterruptSignal()
+        self.embeddings = embeddings.Embeddings()
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -185,6 +187,7 @@ class Engine:
         }
         for p in self._pipes.values():
             p.set_progress_bar_config(disable=True)
+        self.embeddings = embeddings.load(pipe, embeddings.discover(self.models_dir))
         self.model, self.load_error = ref, None
         if ref.path.parent != (self.models_dir.resolve() if self.models_dir else None):
             self._extra = ref
@@ -193,6 +196,11 @@ class Engine:
             torch.cuda.empty_cache()
         log.info("loaded model %s (%s) on %s in %.2fs", ref.title, ref.kind, self.device, time.monotonic() - t0)
         return ref
+
+    def refresh_embeddings(self) -> None:
+        """Worker thread only: the ``embeddings/`` folder read again into the loaded model (A1111's refresh)."""
+        if self._pipes:
+            self.embeddings = embeddings.load(self._pipes["txt2img"], embeddings.discover(self.models_dir))
 
     async def load(self, spec: str | ModelRef) -> ModelRef:
         """Resolve and load a model on the worker thread (queued behind running jobs)."""
@@ -297,6 +305,8 @@ class Engine:
                 p._interrupt = True
             return kwargs
 
+        with torch.inference_mode():  # once per request: every iteration renders the same prompt
+            embeds = self._embeds(req, req.batch_size)
         for it in range(req.n_iter):
             if self._interrupt.is_set():
                 break
@@ -305,15 +315,12 @@ class Engine:
             base = dict(self._pipes["txt2img"].scheduler.config)
             pipe.scheduler = a1111_scheduler(req.sampler_name, base, req.scheduler)
             kwargs: dict[str, Any] = {
-                "prompt": [req.prompt] * req.batch_size,
-                "negative_prompt": [req.negative_prompt] * req.batch_size,
+                **embeds,
                 "num_inference_steps": req.steps,
                 "guidance_scale": req.cfg_scale,
                 "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
                 "callback_on_step_end": on_step,
             }
-            if req.clip_skip:
-                kwargs["clip_skip"] = req.clip_skip
             if req.init_images:
                 start = it * req.batch_size
                 kwargs["image"] = [req.init_images[(start + j) % len(req.init_images)] for j in range(req.batch_size)]
@@ -346,8 +353,7 @@ class Engine:
         pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config), req.scheduler)
         self.progress.step, self.progress.steps = 0, max(1, int(hires.steps * hires.denoising))
         kwargs: dict[str, Any] = {
-            "prompt": [req.prompt] * len(seeds),
-            "negative_prompt": [req.negative_prompt] * len(seeds),
+            **self._embeds(req, len(seeds)),
             "image": hires_fix.upscale_first_pass(hires, first),
             "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
             "num_inference_steps": hires.steps,
@@ -355,9 +361,13 @@ class Engine:
             "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
             "callback_on_step_end": on_step,
         }
-        if req.clip_skip:
-            kwargs["clip_skip"] = req.clip_skip
         return pipe(**kwargs).images
+
+    def _embeds(self, req: GenerationRequest, batch: int) -> dict[str, Any]:
+        """Worker thread only: the request's prompts as pipeline embeddings (weights, long prompts, clip skip)."""
+        return prompt_weighting.pipeline_kwargs(
+            self._pipes["txt2img"], req.prompt, req.negative_prompt, batch, req.clip_skip
+        )
 
     def shutdown(self) -> None:
         self._interrupt.set()

@@ -9,6 +9,10 @@ download:
 - ``OUT_DIR/Lora/tiny-lora.safetensors``  a random LoRA for it in the kohya layout A1111
   users download (``lora_unet_*`` / ``lora_te_*``, ``lora_down``/``lora_up``/``alpha``)
 - ``OUT_DIR/VAE/tiny-vae.safetensors``  another random VAE for it in the standalone ldm layout
+- ``OUT_DIR/embeddings/``  random textual-inversion embeddings: ``tiny-embed`` (A1111's
+  ``emb_params``, 2 vectors), ``tiny-embed-diffusers`` (diffusers' one-key layout) for
+  SD 1.x and ``tiny-embed-xl`` (``clip_l`` + ``clip_g``) for SDXL; both builds write all
+  three, so each model has one family to load and one to skip
 
 ``python -m sd_runtime.tiny OUT_DIR --sdxl`` writes ``tiny-sdxl/`` and
 ``tiny-sdxl.safetensors`` instead: the SDXL architecture (two text encoders, the second
@@ -39,6 +43,7 @@ from sd_runtime import CONFIGS_DIR
 TINY_NAME = "tiny-sd"
 TINY_LORA = "tiny-lora"
 TINY_VAE = "tiny-vae"
+TINY_EMBEDDINGS = ("tiny-embed", "tiny-embed-diffusers", "tiny-embed-xl")
 LORA_RANK = 2
 # the attention projections kohya's trainer targets, as diffusers module-name suffixes
 _UNET_TARGETS = tuple(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0"))
@@ -153,11 +158,57 @@ def _write_both_layouts(pipe, out: Path, name: str, force: bool) -> tuple[Path, 
     return ddir, sfile
 
 
+def _width(config_dir: Path, encoder: str) -> int:
+    return int(_load_json(config_dir / encoder / "config.json")["hidden_size"])
+
+
+def embedding_state_dicts(seed: int = SEED + 3) -> dict[str, dict]:
+    """The tiny embeddings by name, in the layouts users bring (see the module docstring)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    sd, xl_l, xl_g = (
+        _width(TINY_CONFIG, "text_encoder"),
+        _width(TINY_SDXL_CONFIG, "text_encoder"),
+        _width(TINY_SDXL_CONFIG, "text_encoder_2"),
+    )
+    return {
+        "tiny-embed": {"emb_params": torch.randn(2, sd, generator=generator)},
+        "tiny-embed-diffusers": {"<tiny-embed-diffusers>": torch.randn(1, sd, generator=generator)},
+        "tiny-embed-xl": {
+            "clip_l": torch.randn(2, xl_l, generator=generator),
+            "clip_g": torch.randn(2, xl_g, generator=generator),
+        },
+    }
+
+
+def _embedding_files(out: Path) -> list[Path]:
+    return [out / "embeddings" / f"{name}.safetensors" for name in TINY_EMBEDDINGS]
+
+
+def build_embeddings(out: Path, force: bool = False) -> None:
+    """Write ``out/embeddings/*.safetensors`` (each renamed into place)."""
+    from safetensors.torch import save_file
+
+    if not force and all(p.is_file() for p in _embedding_files(out)):
+        return
+    (out / "embeddings").mkdir(exist_ok=True)
+    for name, state in embedding_state_dicts().items():
+        tmp = out / "embeddings" / f".{name}.{os.getpid()}.safetensors"
+        save_file(state, str(tmp), metadata={"format": "pt", "sdeks": name})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out / "embeddings" / f"{name}.safetensors")
+
+
 def build_sdxl(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
-    """Write the tiny SDXL model (both layouts) under ``out_dir``; return (diffusers_dir, single_file)."""
+    """Write the tiny SDXL model (both layouts) and the embeddings under ``out_dir``.
+
+    Returns (diffusers_dir, single_file).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ddir, sfile = out / TINY_SDXL, out / f"{TINY_SDXL}.safetensors"
+    build_embeddings(out, force)
     if not force and (ddir / "model_index.json").is_file() and sfile.is_file():
         return ddir, sfile
     return _write_both_layouts(build_sdxl_pipeline(), out, TINY_SDXL, force)
@@ -187,6 +238,7 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     ddir, sfile = out / TINY_NAME, out / f"{TINY_NAME}.safetensors"
     lfile = out / "Lora" / f"{TINY_LORA}.safetensors"
     vfile = out / "VAE" / f"{TINY_VAE}.safetensors"
+    build_embeddings(out, force)
     if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile)):
         return ddir, sfile
 

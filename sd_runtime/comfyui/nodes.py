@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from sd_runtime import imageio, lora
+from sd_runtime import imageio, lora, prompt_weighting
 from sd_runtime.errors import RuntimeApiError
 from sd_runtime.interrupt import Interrupted  # ComfyUI's name; the engine's hard stop raises it too
 from sd_runtime.models import resolve
@@ -299,16 +299,9 @@ def clip_text_encode(ctx: Context, text: str, clip: Clip) -> tuple:
     pipe = clip.pipe
     text_only = [replace(u, unet=0.0) for u in clip.loras]
     with lora.applied(pipe, text_only), torch.inference_mode():
-        # keyword arguments: SD's and SDXL's encode_prompt share these names, not their positions
-        encoded = pipe.encode_prompt(
-            prompt=text,
-            device=pipe.text_encoder.device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=False,
-            clip_skip=clip.clip_skip,
-        )
-    pooled = encoded[2].float().cpu() if len(encoded) > 2 else None  # SDXL: (embeds, neg, pooled, neg pooled)
-    return (Conditioning(embeds=encoded[0].float().cpu(), pooled=pooled),)
+        encoded = prompt_weighting.encode(pipe, text, clip.clip_skip, a1111=False)  # (word:1.2), long prompts
+    pooled = encoded.pooled.float().cpu() if encoded.pooled is not None else None
+    return (Conditioning(embeds=encoded.embeds.float().cpu(), pooled=pooled),)
 
 
 def lora_choices(state: Any) -> list[str]:

@@ -447,3 +447,23 @@ def test_oversized_latent_is_an_execution_error_not_a_crash(client):
     assert (data["node_id"], data["node_type"]) == ("5", "EmptyLatentImage")
     assert "exceeds" in data["exception_message"]
     assert client.get("/system_stats").status_code == 200
+
+
+def test_clip_text_encode_reads_weights_and_long_prompts(client):
+    """ComfyUI's (word:1.2) weights and > 77-token prompts (chunked) change the image; weight 1 does not."""
+
+    def with_text(text: str) -> dict[str, Any]:
+        wf = default_workflow()
+        wf["6"]["inputs"]["text"] = text
+        return wf
+
+    plain = pixels_of(client, with_text("a lighthouse, fog"))
+    assert pixels_of(client, with_text("a (lighthouse:1.0), fog")) == plain
+    assert pixels_of(client, with_text("a (lighthouse:1.3), fog")) != plain
+    emphasis = pixels_of(client, with_text("a (lighthouse), fog"))
+    assert emphasis == pixels_of(client, with_text("a (lighthouse:1.1), fog"))
+    long = "a lighthouse on a cliff, " * 6
+    assert pixels_of(client, with_text(long + "red sky")) != pixels_of(client, with_text(long + "blue sea"))
+    # ComfyUI's embedding:name is the textual inversion A1111 names bare (embeddings/ of the models dir)
+    named = pixels_of(client, with_text("a tiny-embed lighthouse, fog"))
+    assert pixels_of(client, with_text("a embedding:tiny-embed.safetensors lighthouse, fog")) == named != plain

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -324,10 +325,50 @@ def test_send_images_false_and_png_info(sd_runtime_url: str) -> None:
     assert_4xx(post(sd_runtime_url, "/sdapi/v1/png-info", {"image": "%%"}), 422, "invalid_image")
 
 
-def test_prompt_syntax_rendered_as_text_is_listed(sd_runtime_url: str) -> None:
-    body = {**BASE, "prompt": "a (lighthouse:1.3), [fog]", "negative_prompt": "blurry"}
+def token_count(model_dir: Path, text: str) -> int:
+    """How many CLIP tokens ``text`` is for the model's own tokenizer (BOS and EOS included)."""
+    from transformers import CLIPTokenizer
+
+    return len(CLIPTokenizer.from_pretrained(model_dir / "tokenizer")(text).input_ids)
+
+
+def test_attention_weights_break_and_long_prompts(sd_runtime_url: str, tiny_model_dir: Path) -> None:
+    def render(prompt: str, negative: str = "", **fields: object) -> bytes:
+        body = {**BASE, "prompt": prompt, "negative_prompt": negative, **fields}
+        r = post(sd_runtime_url, "/sdapi/v1/txt2img", body)
+        assert r.status_code == 200, r.text
+        assert json.loads(r.json()["info"])["ignored_fields"] == []  # the syntax took effect: nothing listed
+        return decode(r.json()["images"][0]).tobytes()
+
+    plain = render("a lighthouse, fog")
+    weighted = render("a (lighthouse:1.3), fog")
+    assert weighted != plain
+    assert render("a (lighthouse:1.0), fog") == plain  # weight 1: the same tokens, the same embedding
+    assert render("a (lighthouse), fog") == render("a (lighthouse:1.1), fog") != plain  # (x) is ×1.1
+    assert render("a ((lighthouse)), fog") == render("a (lighthouse:1.21), fog")  # nesting multiplies
+    assert render("a [lighthouse], fog") not in (plain, weighted)  # [x] is ÷1.1
+    assert render(r"a \(lighthouse\), fog") not in (plain, weighted)  # escaped: the brackets are text
+    assert render("a lighthouse BREAK fog") != render("a lighthouse fog")  # BREAK starts a new chunk
+    assert render("a lighthouse, fog", negative="(blurry:1.5)") != render("a lighthouse, fog", negative="blurry")
+    # beyond 77 tokens: the tail is encoded in a second chunk, so it changes the image (truncation would not)
+    long = "a lighthouse on a cliff, " * 6
+    assert token_count(tiny_model_dir / "tiny-sd", long) > 77
+    assert render(long + "red sky") != render(long + "blue sea")
+    # with a LoRA tag and clip skip: all three apply together
+    lora_weighted = render("<lora:tiny-lora:1> a (lighthouse:1.3), fog")
+    assert lora_weighted not in (plain, weighted) and render("<lora:tiny-lora:1> a lighthouse, fog") != lora_weighted
+    skip = {"override_settings": {"CLIP_stop_at_last_layers": 2}}
+    assert render("a (lighthouse:1.3), fog", **skip) not in (weighted, render("a lighthouse, fog", **skip))
+
+
+def test_prompt_syntax_not_implemented_is_listed(sd_runtime_url: str) -> None:
+    body = {**BASE, "prompt": "a [lighthouse:castle:0.5], (fog:1.2)", "negative_prompt": "[blurry|noisy] AND dark"}
     info = json.loads(post(sd_runtime_url, "/sdapi/v1/txt2img", body).json()["info"])
-    assert info["ignored_fields"] == ["prompt (attention syntax)"]
+    assert info["ignored_fields"] == [
+        "negative_prompt (AND composition)",
+        "negative_prompt (alternation [a|b])",
+        "prompt (prompt editing [from:to:when])",
+    ]
 
 
 # ---- LoRA --------------------------------------------------------------------------

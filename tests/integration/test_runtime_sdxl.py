@@ -98,3 +98,46 @@ def test_comfyui_checkpoint_loader_and_clip_text_encode_with_sdxl(sdxl_url: str)
     assert render("tiny-sdxl", "a lighthouse") == first
     assert render("tiny-sdxl", "a red fox") != first  # the text reaches the UNet (embeds and pooled)
     assert render("tiny-sdxl.safetensors", "a lighthouse") == first
+    # ComfyUI's (word:weight) and long prompts go through the same encoder
+    weighted = render("tiny-sdxl", "a (lighthouse:1.3)")
+    assert weighted != first and render("tiny-sdxl", "a (lighthouse:1.0)") == first
+    long = "a lighthouse on a cliff, " * 6
+    assert render("tiny-sdxl", long + "red sky") != render("tiny-sdxl", long + "blue sea")
+
+
+def test_sdxl_attention_weights_and_long_prompts_on_both_encoders(sdxl_url: str, tiny_sdxl_dir: Path) -> None:
+    from transformers import CLIPTokenizer
+
+    def render(prompt: str) -> bytes:
+        img, info = txt2img(sdxl_url, prompt=prompt)
+        assert info["ignored_fields"] == []
+        return img.tobytes()
+
+    plain = render("a lighthouse, fog")
+    assert render("a (lighthouse:1.3), fog") != plain
+    assert render("a (lighthouse:1.0), fog") == plain
+    assert render("a [lighthouse], fog") != plain
+    long = "a lighthouse on a cliff, " * 6
+    for sub in ("tokenizer", "tokenizer_2"):
+        assert len(CLIPTokenizer.from_pretrained(tiny_sdxl_dir / "tiny-sdxl" / sub)(long).input_ids) > 77
+    assert render(long + "red sky") != render(long + "blue sea")  # the second chunk reaches the UNet
+
+
+def test_sdxl_embeddings_load_both_encoders_and_skip_sd1_files(sdxl_url: str, tiny_sdxl_dir: Path) -> None:
+    listed = httpx.get(f"{sdxl_url}/sdapi/v1/embeddings").json()
+    unset = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None}
+    assert listed["loaded"] == {"tiny-embed-xl": {**unset, "shape": 96, "vectors": 2}}  # clip_l 32 + clip_g 64
+    assert set(listed["skipped"]) == {"tiny-embed", "tiny-embed-diffusers"}  # SD 1.x embeddings: one encoder only
+    named, info = txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")
+    assert info["ignored_fields"] == []
+    file = tiny_sdxl_dir / "embeddings" / "tiny-embed-xl.safetensors"
+    aside = file.with_name(".aside")
+    file.rename(aside)
+    try:  # without the file the name is text: a different image
+        assert httpx.post(f"{sdxl_url}/sdapi/v1/refresh-embeddings", timeout=60).is_success
+        assert httpx.get(f"{sdxl_url}/sdapi/v1/embeddings").json()["loaded"] == {}
+        assert txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")[0].tobytes() != named.tobytes()
+    finally:
+        aside.rename(file)
+        assert httpx.post(f"{sdxl_url}/sdapi/v1/refresh-embeddings", timeout=60).is_success
+    assert txt2img(sdxl_url, prompt="a lighthouse tiny-embed-xl")[0].tobytes() == named.tobytes()

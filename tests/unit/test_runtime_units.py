@@ -365,3 +365,46 @@ def test_missing_model_reason_names_the_file_under_the_models_dir_only(tmp_path)
         reason = missing_model_reason(outside, models)
         assert reason == "model file not found: v1-5.safetensors"
     assert str(tmp_path) not in missing_model_reason(str(models / "x.safetensors"), None)
+
+
+# ---- prompt weighting (A1111 / ComfyUI attention syntax) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "segments"),
+    [
+        ("a (b:1.5) c", [[("a ", 1.0), ("b", 1.5), (" c", 1.0)]]),
+        ("((b))", [[("b", pytest.approx(1.21))]]),  # nested brackets multiply
+        ("[b]", [[("b", pytest.approx(1 / 1.1))]]),
+        ("(a [b])", [[("a ", 1.1), ("b", pytest.approx(1.0))]]),
+        (r"\(b\) \[c\]", [[("(b) [c]", 1.0)]]),  # escaped brackets are text
+        ("(b", [[("b", 1.1)]]),  # unclosed: to the end, as A1111
+        ("(b:1.0) c", [[("b c", 1.0)]]),  # weight 1 merges with its neighbours: the same text as "b c"
+        ("a BREAK b", [[("a", 1.0)], [("b", 1.0)]]),
+        ("BREAK", [[("", 1.0)], [("", 1.0)]]),
+        ("", [[("", 1.0)]]),
+    ],
+)
+def test_parse_reads_a1111_attention_syntax(text: str, segments: list) -> None:
+    from sd_runtime.prompt_weighting import parse
+
+    assert parse(text) == segments
+
+
+def test_parse_comfyui_reads_round_brackets_only() -> None:
+    from sd_runtime.prompt_weighting import parse
+
+    assert parse("[a] (b:1.2) BREAK c", a1111=False) == [[("[a] ", 1.0), ("b", 1.2), (" BREAK c", 1.0)]]
+
+
+def test_unsupported_prompt_syntax_is_named() -> None:
+    from sd_runtime.a1111_fields import prompt_syntax
+    from sdeks.contract import Txt2ImgContent
+
+    content = Txt2ImgContent(prompt="[cat:dog:0.5] (x:1.2) BREAK y", negative_prompt="[a|b] AND c")
+    assert prompt_syntax(content) == [
+        "prompt (prompt editing [from:to:when])",
+        "negative_prompt (alternation [a|b])",
+        "negative_prompt (AND composition)",
+    ]
+    assert prompt_syntax(Txt2ImgContent(prompt=r"(x:1.2), [y], \[z:w\] <lora:l:0.5> BREAK")) == []
