@@ -132,6 +132,8 @@ class Engine:
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
         self._interrupt = InterruptSignal()
+        self.model_listeners: list[Callable[[], None]] = []
+        """Called on the worker thread after another model is loaded (the ComfyUI node cache drops its entries)."""
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -186,6 +188,8 @@ class Engine:
         for p in self._pipes.values():
             p.set_progress_bar_config(disable=True)
         self.model, self.load_error = ref, None
+        for listener in self.model_listeners:
+            listener()
         if ref.path.parent != (self.models_dir.resolve() if self.models_dir else None):
             self._extra = ref
         gc.collect()
