@@ -134,9 +134,11 @@ def test_cache_is_dropped_when_the_engine_switches_models(api, client):
     wf = workflow(seed=21)
     cached_nodes(api, wf)
     assert cached_nodes(api, wf)[0] != []
-    resp = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "tiny-sd.safetensors"})
-    assert resp.status_code == 200, resp.text
-    assert cached_nodes(api, wf)[0] == []  # loads tiny-sd back; nothing from before the switch is reused
+    for model in ("tiny-sd.safetensors", "tiny-sd"):  # A1111 switches to the single file, then back
+        resp = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": model})
+        assert resp.status_code == 200, resp.text
+        assert cached_nodes(api, wf)[0] == []  # nothing from before the switch is reused
+        assert cached_nodes(api, wf)[0] != []
 
 
 def test_reuploaded_image_is_not_served_from_the_cache(api, client):
@@ -449,3 +451,22 @@ def test_clip_text_encode_sdxl_on_sd15_fails_naming_the_node(api):
     event, data = entry["status"]["messages"][-1]
     assert event == "execution_error" and data["node_type"] == "CLIPTextEncodeSDXL"
     assert "SDXL checkpoint" in data["exception_message"]
+
+
+def test_sdxl_two_stage_sampling_and_masked_sampling(sdxl_api):
+    wf = sdxl_workflow(seed=71)
+    wf["3"]["inputs"]["steps"] = 4
+    whole = render(sdxl_api, wf)[0]
+    staged = advanced(copy.deepcopy(wf), "20", ["5", 0], "enable", 0, 2, "enable")
+    staged = advanced(staged, "21", ["20", 0], "disable", 2, 10000, "disable")
+    staged["8"]["inputs"]["samples"] = ["21", 0]
+    del staged["3"]
+    assert np.array_equal(render(sdxl_api, staged)[0], whole)  # the refiner-style split of one schedule
+
+    with httpx.Client(base_url=sdxl_api.url, timeout=60) as c:
+        opaque = upload(c, "opaque.png", rgba_png(255))
+    keep = masked_workflow(opaque)
+    roundtrip = roundtrip_workflow(opaque)
+    for graph in (keep, roundtrip):
+        graph["4"]["inputs"]["ckpt_name"] = "tiny-sdxl"
+    assert np.array_equal(render(sdxl_api, keep)[0], render(sdxl_api, roundtrip)[0])
