@@ -90,6 +90,13 @@ class Conditioning:
     embeds: Any  # [1 or B, tokens, dim] on the CPU
     pooled: Any = None  # SDXL: [1 or B, dim] on the CPU
     sizes: dict[str, tuple[int, int]] | None = None  # SDXL micro-conditioning (CLIPTextEncodeSDXL); None: latent size
+    area: tuple[int, int, int, int] | None = None  # ConditioningSetArea: (h, w, y, x) in latent pixels
+    strength: float = 1.0
+    others: tuple[Conditioning, ...] = ()  # ConditioningCombine: the entries sampled with this one
+
+    def entries(self) -> tuple[Conditioning, ...]:
+        """ComfyUI's conditioning list: this entry, then the ones combined with it."""
+        return (replace(self, others=()), *self.others)
 
 
 # ---- node definitions ----------------------------------------------------------------

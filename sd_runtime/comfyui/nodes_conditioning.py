@@ -6,10 +6,9 @@ pooled embedding), and carries its sizes to the sampler as SDXL's micro-conditio
 ``original_size`` = (height, width), ``crops_coords_top_left`` = (crop_h, crop_w),
 ``target_size`` = (target_height, target_width) — ComfyUI's ``encode_adm`` order.
 
-Not implemented (a workflow naming them is refused at validation): ``ConditioningCombine``
-and ``ConditioningSetArea``. ComfyUI samples once per conditioning entry and mixes the
-noise predictions weighted by area; diffusers' pipelines take one conditioning per
-prompt, so either would need a hand-written sampling loop.
+``ConditioningCombine`` makes one CONDITIONING of both inputs' entries (ComfyUI's list
+concatenation) and ``ConditioningSetArea`` limits each entry to an area with a strength;
+the sampler mixes the entries' predictions by area (:mod:`.regional`).
 """
 
 from __future__ import annotations
@@ -54,12 +53,38 @@ def clip_text_encode_sdxl(
     return (Conditioning(embeds=embeds.float().cpu(), pooled=pooled.float().cpu(), sizes=sizes),)
 
 
+def _each(conditioning: Conditioning, change) -> Conditioning:
+    """``change`` applied to every entry of a conditioning (ComfyUI's nodes map over its list)."""
+    head, *rest = (change(e) for e in conditioning.entries())
+    return replace(head, others=tuple(rest))
+
+
 def conditioning_zero_out(ctx: Context, conditioning: Conditioning) -> tuple:
     torch = _torch()
-    pooled = torch.zeros_like(conditioning.pooled) if conditioning.pooled is not None else None
-    return (replace(conditioning, embeds=torch.zeros_like(conditioning.embeds), pooled=pooled),)
+
+    def zero(e: Conditioning) -> Conditioning:
+        pooled = torch.zeros_like(e.pooled) if e.pooled is not None else None
+        return replace(e, embeds=torch.zeros_like(e.embeds), pooled=pooled)
+
+    return (_each(conditioning, zero),)
 
 
+def conditioning_combine(ctx: Context, conditioning_1: Conditioning, conditioning_2: Conditioning) -> tuple:
+    head, *rest = entries = (*conditioning_1.entries(), *conditioning_2.entries())
+    if len({e.pooled is None for e in entries}) > 1:
+        raise NodeExecutionError("conditioning_1 and conditioning_2 come from different model families")
+    return (replace(head, others=tuple(rest)),)
+
+
+def conditioning_set_area(
+    ctx: Context, conditioning: Conditioning, width: int, height: int, x: int, y: int, strength: float
+) -> tuple:
+    area = (height // 8, width // 8, y // 8, x // 8)
+    return (_each(conditioning, lambda e: replace(e, area=area, strength=strength)),)
+
+
+_AREA = ("INT", {"default": 64, "min": 64, "max": MAX_RESOLUTION, "step": 8})
+_OFFSET = ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 8})
 _SIZE = ("INT", {"default": 1024, "min": 0, "max": MAX_RESOLUTION})
 _CROP = ("INT", {"default": 0, "min": 0, "max": MAX_RESOLUTION})
 _TEXT = ("STRING", {"multiline": True, "dynamicPrompts": True})
@@ -93,5 +118,30 @@ NODE_DEFS = [
         ("CONDITIONING",),
         conditioning_zero_out,
         description="Zeros the embeddings (and the pooled embedding) of a conditioning.",
+    ),
+    NodeDef(
+        "ConditioningCombine",
+        "Conditioning (Combine)",
+        "conditioning",
+        {"conditioning_1": ("CONDITIONING", {}), "conditioning_2": ("CONDITIONING", {})},
+        ("CONDITIONING",),
+        conditioning_combine,
+        description="Both conditionings' entries: the sampler runs each and averages the predictions by area.",
+    ),
+    NodeDef(
+        "ConditioningSetArea",
+        "Conditioning (Set Area)",
+        "conditioning",
+        {
+            "conditioning": ("CONDITIONING", {}),
+            "width": _AREA,
+            "height": _AREA,
+            "x": _OFFSET,
+            "y": _OFFSET,
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+        },
+        ("CONDITIONING",),
+        conditioning_set_area,
+        description="Limits the conditioning to an area (pixels) with a strength, for ConditioningCombine.",
     ),
 ]

@@ -24,11 +24,13 @@ jumping to sigma 0): that combination is refused at validation (:func:`check_adv
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
 from sd_runtime import lora
 from sd_runtime.comfyui.nodes import MAX_SEED, Conditioning, Context, Model, NodeDef, NodeExecutionError, _torch
+from sd_runtime.comfyui.regional import needs_regions, regional_unet
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 
@@ -150,7 +152,9 @@ def sample(
     ctx.check_interrupt()
     ctx.on_progress(0, stop_after or steps)
     unet_only = [replace(u, text_encoder=0.0) for u in model.loras]
-    with lora.applied(model.pipes["txt2img"], unet_only), torch.inference_mode():
+    regional = needs_regions(positive, negative)
+    regions = regional_unet(pipe.unet, positive, negative, batch) if regional else nullcontext()
+    with lora.applied(model.pipes["txt2img"], unet_only), regions, torch.inference_mode():
         out = pipe(
             prompt_embeds=pos,
             negative_prompt_embeds=neg,

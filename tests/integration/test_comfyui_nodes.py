@@ -327,12 +327,53 @@ def test_vae_loader_decodes_with_the_named_file(api, client):
     assert resp.json()["node_errors"]["20"]["errors"][0]["type"] == "value_not_in_list"
 
 
-def test_unimplemented_conditioning_nodes_are_refused_by_name(client):
-    wf = workflow()
-    wf["20"] = {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["6", 0], "conditioning_2": ["7", 0]}}
-    wf["3"]["inputs"]["positive"] = ["20", 0]
-    resp = client.post("/prompt", json={"prompt": wf})
-    assert resp.status_code == 400 and "ConditioningCombine" in resp.json()["error"]["message"]
+def with_positive(wf: dict[str, Any], extra: dict[str, dict[str, Any]], positive: list) -> dict[str, Any]:
+    """``wf`` with more nodes and KSampler ``3``'s positive conditioning taken from ``positive``."""
+    wf = {**copy.deepcopy(wf), **copy.deepcopy(extra)}
+    wf["3"]["inputs"]["positive"] = positive
+    return wf
+
+
+OTHER = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red bicycle in the snow", "clip": ["4", 1]}}
+
+
+def area(cond: list, x: int, width: int, strength: float = 1.0) -> dict[str, Any]:
+    inputs = {"conditioning": cond, "width": width, "height": 64, "x": x, "y": 0, "strength": strength}
+    return {"class_type": "ConditioningSetArea", "inputs": inputs}
+
+
+def combine(a: list, b: list) -> dict[str, Any]:
+    return {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": a, "conditioning_2": b}}
+
+
+def test_conditioning_combine_and_set_area(api):
+    wf = workflow(seed=81, size=128)
+    plain = render(api, wf)[0].astype(int)
+    other = render(api, with_positive(wf, {"20": OTHER}, ["20", 0]))[0].astype(int)
+    twice = render(api, with_positive(wf, {"30": combine(["6", 0], ["6", 0])}, ["30", 0]))[0].astype(int)
+    assert np.abs(twice - plain).max() <= 2  # one prompt twice: its own prediction, per entry
+
+    both = render(api, with_positive(wf, {"20": OTHER, "30": combine(["6", 0], ["20", 0])}, ["30", 0]))[0]
+    assert not np.array_equal(both, plain) and not np.array_equal(both, other)
+
+    # an entry of strength 0 weighs nothing: the same image as the prompt alone, through the same path
+    muted = {"20": OTHER, "21": area(["20", 0], 64, 64, strength=0.0), "30": combine(["6", 0], ["21", 0])}
+    assert np.array_equal(render(api, with_positive(wf, muted, ["30", 0]))[0], twice)
+
+    right = {"20": OTHER, "21": area(["20", 0], 64, 64, strength=3.0), "30": combine(["6", 0], ["21", 0])}
+    regional = render(api, with_positive(wf, right, ["30", 0]))[0].astype(int)
+    changed = np.abs(regional - twice)
+    assert changed[:, 64:].mean() > changed[:, :32].mean()  # the other prompt acts on its area
+
+
+def test_uncovered_area_fails_the_sampler_naming_it(api):
+    wf = with_positive(workflow(seed=82, size=128), {"21": area(["6", 0], 64, 64)}, ["21", 0])
+    pid = api.queue_prompt(wf)["prompt_id"]
+    while not (entry := api.get_history(pid).get(pid)):
+        time.sleep(0.05)
+    event, data = entry["status"]["messages"][-1]
+    assert event == "execution_error" and data["node_type"] == "KSampler"
+    assert "without any entry" in data["exception_message"]
 
 
 # ---- /object_info against ComfyUI's own node definitions ------------------------------
@@ -363,6 +404,23 @@ COMFY_SHAPES: dict[str, dict[str, Any]] = {
         },
         "output": ["LATENT"],
         "category": "latent/inpaint",
+    },
+    "ConditioningCombine": {
+        "required": {"conditioning_1": ["CONDITIONING"], "conditioning_2": ["CONDITIONING"]},
+        "output": ["CONDITIONING"],
+        "category": "conditioning",
+    },
+    "ConditioningSetArea": {
+        "required": {
+            "conditioning": ["CONDITIONING"],
+            "width": ["INT", {"default": 64, "min": 64, "max": 16384, "step": 8}],
+            "height": ["INT", {"default": 64, "min": 64, "max": 16384, "step": 8}],
+            "x": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}],
+            "y": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}],
+            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],
+        },
+        "output": ["CONDITIONING"],
+        "category": "conditioning",
     },
     "KSamplerAdvanced": {
         "required": [
@@ -470,3 +528,12 @@ def test_sdxl_two_stage_sampling_and_masked_sampling(sdxl_api):
     for graph in (keep, roundtrip):
         graph["4"]["inputs"]["ckpt_name"] = "tiny-sdxl"
     assert np.array_equal(render(sdxl_api, keep)[0], render(sdxl_api, roundtrip)[0])
+
+
+def test_sdxl_conditioning_combine(sdxl_api):
+    wf = sdxl_workflow(seed=91)
+    plain = render(sdxl_api, wf)[0].astype(int)
+    twice = with_positive(wf, {"30": combine(["6", 0], ["6", 0])}, ["30", 0])
+    assert np.abs(render(sdxl_api, twice)[0].astype(int) - plain).max() <= 2
+    mixed = with_positive(wf, {"20": OTHER, "30": combine(["6", 0], ["20", 0])}, ["30", 0])
+    assert not np.array_equal(render(sdxl_api, mixed)[0], plain)
