@@ -134,6 +134,8 @@ class Engine:
         self._pipes: dict[str, Any] = {}
         self._interrupt = InterruptSignal()
         self.embeddings = embeddings.Embeddings()
+        self.model_listeners: list[Callable[[], None]] = []
+        """Called on the worker thread after another model is loaded (the ComfyUI node cache drops its entries)."""
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -189,6 +191,8 @@ class Engine:
             p.set_progress_bar_config(disable=True)
         self.embeddings = embeddings.load(pipe, embeddings.discover(self.models_dir))
         self.model, self.load_error = ref, None
+        for listener in self.model_listeners:
+            listener()
         if ref.path.parent != (self.models_dir.resolve() if self.models_dir else None):
             self._extra = ref
         gc.collect()

@@ -1,7 +1,7 @@
 """ComfyUI's HTTP + websocket API over the engine (the subset clients use to run workflows).
 
 Routes (also under ``/api``, as current ComfyUI serves them): ``POST /prompt``,
-``GET /prompt``, ``GET|POST /queue``, ``POST /interrupt``, ``GET|POST /history``,
+``GET /prompt``, ``GET|POST /queue``, ``POST /interrupt``, ``POST /free``, ``GET|POST /history``,
 ``GET /history/{prompt_id}``, ``GET /view``, ``POST /upload/image``,
 ``GET /object_info[/{node_class}]``, ``GET /system_stats``, ``GET /embeddings``,
 ``GET /extensions`` and the ``/ws?clientId=`` progress websocket.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import uuid
 from typing import Any
@@ -26,6 +27,7 @@ from fastapi import APIRouter, Body, FastAPI, Form, UploadFile, WebSocket, WebSo
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from sd_runtime.comfyui.bodies import ComfyJsonBodies
 from sd_runtime.comfyui.files import FILE_TYPES
 from sd_runtime.comfyui.graph import PromptError, validate
 from sd_runtime.comfyui.nodes import NODES
@@ -67,6 +69,31 @@ class InterruptBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompt_id: str | None = None
+
+
+class FreeBody(BaseModel):
+    """``POST /free``: what to release (ComfyUI's flags; both drop the node cache here)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    unload_models: bool = Field(
+        default=False,
+        description="drop the node cache (loaded VAEs, encodings, latents); the engine's one checkpoint stays "
+        "loaded: the same process serves A1111 requests and its readiness on it",
+    )
+    free_memory: bool = Field(default=False, description="drop the node cache, collect garbage, empty the CUDA cache")
+
+
+def free(state: ComfyState, body: FreeBody) -> None:
+    """ComfyUI's ``/free`` as far as this runtime goes: the node cache is all it holds beyond the engine's model."""
+    if not (body.unload_models or body.free_memory):
+        return
+    state.cache.clear()
+    gc.collect()
+    if str(state.engine.device).startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
 
 
 def queue_item(body: PromptBody, state: ComfyState) -> QueueItem:
@@ -118,6 +145,12 @@ def _queue_routes(router: APIRouter, state: ComfyState) -> None:
     async def post_queue(body: DeleteBody | None = Body(default=None)) -> Response:
         if body is not None:
             state.remove_pending(body.clear, body.delete)
+        return Response(status_code=200)
+
+    @router.post("/free")
+    async def post_free(body: FreeBody | None = Body(default=None)) -> Response:
+        if body is not None:
+            free(state, body)
         return Response(status_code=200)
 
     @router.post("/interrupt")
@@ -256,6 +289,7 @@ def create_router(state: ComfyState) -> APIRouter:
 def mount(app: FastAPI, engine: Any) -> ComfyState:
     """Add the ComfyUI routes to ``app`` (at ``/`` and under ``/api``), sharing ``engine``."""
     state = ComfyState(engine)
+    app.add_middleware(ComfyJsonBodies)
     router = create_router(state)
     app.include_router(router)
     app.include_router(router, prefix="/api")

@@ -10,7 +10,8 @@ ComfyUI's shape: ``{"error": {type, message, details, extra_info}, "node_errors"
 {node_id: {"errors": [...], "dependent_outputs": [...], "class_type": ...}}}``.
 
 Execution (on the engine's worker thread) runs the plan's nodes in topological
-order; outputs are passed by reference.
+order, skipping those whose outputs the cache holds (:mod:`.cache`); outputs are passed
+by reference, so nodes never modify their inputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sd_runtime.comfyui.cache import NodeCache, signatures
 from sd_runtime.comfyui.nodes import NODES, Context, NodeDef
 
 
@@ -128,6 +130,8 @@ def _combo_extra(name: str, value: Any, state: Any) -> bool:
         return find_checkpoint(state.engine, value) is not None
     if name == "lora_name" and isinstance(value, str):  # the stem, as A1111 names it, as well as the file
         return any(value == ref.name for ref in state.engine.loras())
+    if name == "vae_name" and isinstance(value, str):
+        return any(value == f.name for f in state.engine.vaes())
     return False
 
 
@@ -269,6 +273,9 @@ class _Checker:
             if error:
                 mine.append(error)
                 values.pop(name, None)
+        if ndef.validate_inputs is not None and not mine:
+            for name, reason in ndef.validate_inputs(values):
+                mine.append(_err("custom_validation_failed", reason, name, input_name=name))
         return mine, values, upstream_ok
 
 
@@ -355,28 +362,52 @@ def execute(
     ctx: Context,
     on_executing: Callable[[str], None],
     on_executed: Callable[[str, dict[str, Any]], None],
+    on_cached: Callable[[list[str]], None],
+    cache: NodeCache,
 ) -> dict[str, dict[str, Any]]:
     """Run the plan on the calling (worker) thread; return ``{node_id: ui output}`` of the output nodes.
 
-    A failing node raises :class:`NodeFailed` (with the nodes executed before it).
+    Nodes whose outputs ``cache`` holds are not run (``on_cached`` lists them first), nor is
+    anything only they need; afterwards the cache holds this prompt's outputs. A failing
+    node raises :class:`NodeFailed` (with the nodes executed before it).
     """
+    sigs = signatures(plan.prompt, plan.order, plan.inputs, ctx)
     results: dict[str, tuple] = {}
+    for nid in plan.order:
+        hit = None if NODES[plan.prompt[nid]["class_type"]].output_node else cache.get(sigs[nid])
+        if hit is not None:
+            results[nid] = hit
+    on_cached([nid for nid in plan.order if nid in results])
+    needed: set[str] = set()
+    stack = list(plan.outputs)
+    while stack:
+        nid = stack.pop()
+        if nid in needed or nid in results:
+            continue
+        needed.add(nid)
+        stack.extend(v[0] for v in plan.inputs[nid].values() if isinstance(v, tuple))
     ui: dict[str, dict[str, Any]] = {}
     executed: list[str] = []
-    for nid in plan.order:
-        node_type = plan.prompt[nid]["class_type"]
-        ndef = NODES[node_type]
-        ctx.node_id = nid
-        on_executing(nid)
-        kwargs = {name: (results[v[0]][v[1]] if isinstance(v, tuple) else v) for name, v in plan.inputs[nid].items()}
-        try:
-            ctx.check_interrupt()
-            out = ndef.fn(ctx, **kwargs)
-        except Exception as exc:
-            raise NodeFailed(nid, node_type, exc, executed) from exc
-        results[nid] = out
-        executed.append(nid)
-        if ndef.output_node and out and isinstance(out[0], dict) and "ui" in out[0]:
-            ui[nid] = out[0]["ui"]
-            on_executed(nid, out[0]["ui"])
+    try:
+        for nid in plan.order:
+            if nid not in needed:
+                continue
+            node_type = plan.prompt[nid]["class_type"]
+            ndef = NODES[node_type]
+            ctx.node_id = nid
+            on_executing(nid)
+            kwargs = {n: (results[v[0]][v[1]] if isinstance(v, tuple) else v) for n, v in plan.inputs[nid].items()}
+            try:
+                ctx.check_interrupt()
+                out = ndef.fn(ctx, **kwargs)
+            except Exception as exc:
+                raise NodeFailed(nid, node_type, exc, executed) from exc
+            results[nid] = out
+            executed.append(nid)
+            if ndef.output_node and out and isinstance(out[0], dict) and "ui" in out[0]:
+                ui[nid] = out[0]["ui"]
+                on_executed(nid, out[0]["ui"])
+    finally:
+        kept = [nid for nid in plan.order if nid in results and not NODES[plan.prompt[nid]["class_type"]].output_node]
+        cache.replace({sigs[nid]: results[nid] for nid in kept})
     return ui

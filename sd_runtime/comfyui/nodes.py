@@ -8,17 +8,13 @@ them (IMAGE = float tensor ``[B, H, W, C]`` in 0..1 on the CPU, MASK =
 kept in diffusers' scaled space (``× vae.config.scaling_factor``), which no
 client observes.
 
-KSampler runs ``StableDiffusionImg2ImgPipeline`` with ``prompt_embeds`` and the
-input latents (``output_type="latent"``): at ``denoise`` 1 the latent is fully
-noised, which is ComfyUI's text-to-image on an empty latent; below 1 it is
-ComfyUI's partial denoise, run for ``steps`` steps as ComfyUI does (diffusers
-gets ``ceil(steps / denoise)`` and keeps the last ``steps``). The initial noise
-comes from a CPU generator seeded with ``seed``, so a seed renders the same
-image on any device.
+The samplers live in :mod:`.nodes_sampling`; the other modules ``nodes_*`` add their
+nodes to :data:`NODES` at the end of this one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -31,7 +27,6 @@ from sd_runtime import imageio, lora, prompt_weighting
 from sd_runtime.errors import RuntimeApiError
 from sd_runtime.interrupt import Interrupted  # ComfyUI's name; the engine's hard stop raises it too
 from sd_runtime.models import resolve
-from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
 
 MAX_RESOLUTION = 16384
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
@@ -94,6 +89,14 @@ class Conditioning:
 
     embeds: Any  # [1 or B, tokens, dim] on the CPU
     pooled: Any = None  # SDXL: [1 or B, dim] on the CPU
+    sizes: dict[str, tuple[int, int]] | None = None  # SDXL micro-conditioning (CLIPTextEncodeSDXL); None: latent size
+    area: tuple[int, int, int, int] | None = None  # ConditioningSetArea: (h, w, y, x) in latent pixels
+    strength: float = 1.0
+    others: tuple[Conditioning, ...] = ()  # ConditioningCombine: the entries sampled with this one
+
+    def entries(self) -> tuple[Conditioning, ...]:
+        """ComfyUI's conditioning list: this entry, then the ones combined with it."""
+        return (replace(self, others=()), *self.others)
 
 
 # ---- node definitions ----------------------------------------------------------------
@@ -131,6 +134,10 @@ class NodeDef:
     optional: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     output_node: bool = False
     description: str = ""
+    validate_inputs: Callable[[dict[str, Any]], list[tuple[str, str]]] | None = None
+    """ComfyUI's VALIDATE_INPUTS: (input, reason) for constant inputs this runtime refuses together."""
+    is_changed: Callable[[Any, dict[str, Any]], Any] | None = None
+    """ComfyUI's IS_CHANGED: what, beyond the inputs, makes the output differ (a file's content)."""
 
     def input_spec(self, name: str) -> tuple[Any, dict[str, Any]] | None:
         return self.required.get(name) or self.optional.get(name)
@@ -180,16 +187,6 @@ def engine_pipes(engine: Any) -> dict[str, Any]:
     if not pipes:
         raise NodeExecutionError("no model is loaded")
     return pipes
-
-
-def steps_for_denoise(steps: int, denoise: float) -> int:
-    """The diffusers ``num_inference_steps`` whose last ``steps`` steps are ComfyUI's partial denoise."""
-    if denoise >= 1.0:
-        return steps
-    n = max(steps, int(steps / denoise))
-    while int(n * denoise) < steps and n < steps * 10000:
-        n += 1
-    return n
 
 
 def png_bytes(img: Image.Image, prompt: dict[str, Any] | None) -> bytes:
@@ -328,78 +325,6 @@ def empty_latent_image(ctx: Context, width: int, height: int, batch_size: int) -
     return ({"samples": torch.zeros((batch_size, 4, height // 8, width // 8), dtype=torch.float32)},)
 
 
-def _batched(e: Any, batch: int, device: Any, dtype: Any) -> Any:
-    """A conditioning tensor (embeds or pooled) repeated to the latent batch, on the UNet's device."""
-    if e.shape[0] != batch:
-        e = e[:1].repeat(batch, *([1] * (e.ndim - 1)))
-    return e.to(device=device, dtype=dtype)
-
-
-def _pooled_kwargs(positive: Conditioning, negative: Conditioning, batch: int, device: Any, dtype: Any) -> dict:
-    """SDXL's pooled embeddings for the pipeline call; none for SD 1.x conditioning."""
-    if positive.pooled is None or negative.pooled is None:
-        if positive.pooled is not None or negative.pooled is not None:
-            raise NodeExecutionError("positive and negative conditioning come from different model families")
-        return {}
-    return {
-        "pooled_prompt_embeds": _batched(positive.pooled, batch, device, dtype),
-        "negative_pooled_prompt_embeds": _batched(negative.pooled, batch, device, dtype),
-    }
-
-
-def ksampler(
-    ctx: Context,
-    model: Model,
-    seed: int,
-    steps: int,
-    cfg: float,
-    sampler_name: str,
-    scheduler: str,
-    positive: Conditioning,
-    negative: Conditioning,
-    latent_image: dict[str, Any],
-    denoise: float,
-) -> tuple:
-    torch = _torch()
-    samples = latent_image["samples"]
-    if denoise <= 0.0:
-        return ({**latent_image, "samples": samples.clone()},)
-    pipe = model.pipes["img2img"]
-    device, dtype = pipe.unet.device, pipe.unet.dtype
-    batch = samples.shape[0]
-    pos = _batched(positive.embeds, batch, device, dtype)
-    neg = _batched(negative.embeds, batch, device, dtype)
-    pooled = _pooled_kwargs(positive, negative, batch, device, dtype)
-    if neg.shape[1] != pos.shape[1]:  # different token lengths: pad the shorter with its last token
-        n = max(pos.shape[1], neg.shape[1])
-        pos, neg = (torch.cat([t, t[:, -1:].repeat(1, n - t.shape[1], 1)], 1) for t in (pos, neg))
-    pipe.scheduler = make_scheduler(sampler_name, scheduler, model.scheduler_config)
-    generator = torch.Generator("cpu").manual_seed(seed)
-
-    def on_step(p: Any, i: int, _t: Any, kwargs: dict) -> dict:
-        ctx.check_interrupt()
-        ctx.on_progress(i + 1, int(getattr(p, "num_timesteps", steps) or steps))
-        return kwargs
-
-    ctx.check_interrupt()
-    ctx.on_progress(0, steps)
-    unet_only = [replace(u, text_encoder=0.0) for u in model.loras]
-    with lora.applied(model.pipes["txt2img"], unet_only), torch.inference_mode():
-        out = pipe(
-            prompt_embeds=pos,
-            negative_prompt_embeds=neg,
-            image=samples.to(device=device, dtype=dtype),
-            strength=denoise,
-            num_inference_steps=steps_for_denoise(steps, denoise),
-            guidance_scale=cfg,
-            generator=generator,
-            output_type="latent",
-            callback_on_step_end=on_step,
-            **pooled,
-        )
-    return ({**latent_image, "samples": out.images.float().cpu()},)
-
-
 def vae_decode(ctx: Context, samples: dict[str, Any], vae: Vae) -> tuple:
     torch = _torch()
     model = vae.vae
@@ -446,6 +371,12 @@ def load_image(ctx: Context, image: str) -> tuple:
     except RuntimeApiError as exc:
         raise NodeExecutionError(f"image {image[:64]!r}: {exc.message}") from None
     return pil_to_image(img)
+
+
+def image_fingerprint(ctx: Context, inputs: dict[str, Any]) -> str | None:
+    """LoadImage's IS_CHANGED: the bytes this prompt would load (an upload may be overwritten under its name)."""
+    data = ctx.files.load_input(inputs.get("image"), ctx.prompt_id)
+    return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 def latent_upscale(ctx: Context, samples: dict[str, Any], upscale_method: str, width: int, height: int, crop: str):
@@ -576,26 +507,6 @@ NODES: dict[str, NodeDef] = {
             description="Create a new batch of empty latent images to be denoised via sampling.",
         ),
         NodeDef(
-            "KSampler",
-            "KSampler",
-            "sampling",
-            {
-                "model": ("MODEL", {}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-                "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "sampler_name": (list(COMFY_SAMPLERS), {}),
-                "scheduler": (list(COMFY_SCHEDULERS), {}),
-                "positive": ("CONDITIONING", {}),
-                "negative": ("CONDITIONING", {}),
-                "latent_image": ("LATENT", {}),
-                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
-            },
-            ("LATENT",),
-            ksampler,
-            description="Uses the provided model, positive and negative conditioning to denoise the latent image.",
-        ),
-        NodeDef(
             "VAEDecode", "VAE Decode", "latent", {"samples": ("LATENT", {}), "vae": ("VAE", {})}, ("IMAGE",), vae_decode
         ),
         NodeDef(
@@ -608,6 +519,7 @@ NODES: dict[str, NodeDef] = {
             {"image": (input_image_choices, {"image_upload": True})},
             ("IMAGE", "MASK"),
             load_image,
+            is_changed=image_fingerprint,
             description="An uploaded image (POST /upload/image) by name, or an inline base64 image.",
         ),
         NodeDef(
@@ -684,3 +596,14 @@ NODES: dict[str, NodeDef] = {
         ),
     ]
 }
+
+
+def _register() -> None:
+    """Add the nodes of the ``nodes_*`` modules (they import this one's types, so they load after it)."""
+    from sd_runtime.comfyui import nodes_conditioning, nodes_latent, nodes_loaders, nodes_sampling
+
+    for module in (nodes_sampling, nodes_conditioning, nodes_latent, nodes_loaders):
+        NODES.update((n.name, n) for n in module.NODE_DEFS)
+
+
+_register()

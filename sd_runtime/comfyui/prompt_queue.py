@@ -15,6 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sd_runtime.comfyui.cache import NodeCache
 from sd_runtime.comfyui.files import FileStore
 from sd_runtime.comfyui.graph import NodeFailed, Plan, execute
 from sd_runtime.comfyui.hub import WsHub
@@ -51,6 +52,8 @@ class ComfyState:
         self.engine = engine
         self.files = FileStore()
         self.hub = WsHub()
+        self.cache = NodeCache()
+        engine.model_listeners.append(self.cache.clear)  # entries hold the old model's pipelines
         self.pending: list[QueueItem] = []
         self.running: QueueItem | None = None
         self.history: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -124,7 +127,6 @@ class ComfyState:
 
         self.engine.clear_interrupt()
         send("execution_start", {"prompt_id": pid, "timestamp": _now_ms()}, record=True)
-        send("execution_cached", {"nodes": [], "prompt_id": pid, "timestamp": _now_ms()}, record=True)
         ctx = Context(
             engine=self.engine,
             files=self.files,
@@ -148,6 +150,10 @@ class ComfyState:
                 ctx,
                 on_executing=lambda nid: send("executing", {"node": nid, "display_node": nid, "prompt_id": pid}),
                 on_executed=on_executed,
+                on_cached=lambda nodes: send(
+                    "execution_cached", {"nodes": nodes, "prompt_id": pid, "timestamp": _now_ms()}, record=True
+                ),
+                cache=self.cache,
             )
             send("execution_success", {"prompt_id": pid, "timestamp": _now_ms()}, record=True)
         except NodeFailed as failed:

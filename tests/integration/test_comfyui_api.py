@@ -247,6 +247,7 @@ def test_websocket_progress_messages_arrive_in_order(sd_runtime_url, client):
     from websockets.sync.client import connect
 
     ws_url = sd_runtime_url.replace("http://", "ws://") + "/ws?clientId=ws-test"
+    assert client.post("/free", json={"free_memory": True}).status_code == 200  # every node runs, none cached
     with connect(ws_url, open_timeout=10) as ws:
         hello = json.loads(ws.recv(timeout=10))
         assert hello["type"] == "status" and hello["data"]["sid"] == "ws-test"

@@ -13,7 +13,8 @@ from PIL import Image
 
 from sd_runtime.comfyui.files import FileStore
 from sd_runtime.comfyui.graph import PromptError, validate
-from sd_runtime.comfyui.nodes import NODES, steps_for_denoise
+from sd_runtime.comfyui.nodes import NODES
+from sd_runtime.comfyui.nodes_sampling import steps_for_denoise
 from sd_runtime.imageio import inline_bytes
 from sd_runtime.models import ModelRef
 from sd_runtime.samplers import COMFY_SAMPLERS, COMFY_SCHEDULERS, make_scheduler
