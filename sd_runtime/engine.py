@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sd_runtime import hires as hires_fix
-from sd_runtime import lora, vae
+from sd_runtime import lora, upscale, vae
 from sd_runtime.errors import NoModelError
 from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
 from sd_runtime.named_files import NamedFile
 from sd_runtime.samplers import a1111_scheduler
+from sd_runtime.upscale_models import UpscaleModels
 from sdeks.contract import MAX_SEED
 
 log = logging.getLogger("sd_runtime.engine")
@@ -132,6 +133,7 @@ class Engine:
         self._extra: ModelRef | None = None
         self._pipes: dict[str, Any] = {}
         self._interrupt = InterruptSignal()
+        self.upscale_models = UpscaleModels(models_dir, self.device, self.dtype)
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -348,7 +350,7 @@ class Engine:
         kwargs: dict[str, Any] = {
             "prompt": [req.prompt] * len(seeds),
             "negative_prompt": [req.negative_prompt] * len(seeds),
-            "image": hires_fix.upscale_first_pass(hires, first),
+            "image": hires_fix.upscale_first_pass(hires, first, self._hires_resize(hires)),
             "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
             "num_inference_steps": hires.steps,
             "guidance_scale": req.cfg_scale,
@@ -358,6 +360,15 @@ class Engine:
         if req.clip_skip:
             kwargs["clip_skip"] = req.clip_skip
         return pipe(**kwargs).images
+
+    def _hires_resize(self, hires: hires_fix.Hires) -> Callable[[Any, tuple[int, int]], Any]:
+        """Worker thread only: how the hires fix upscales one decoded image (stops between tiles on interrupt)."""
+
+        def resize(img: Any, size: tuple[int, int]) -> Any:
+            method = upscale.BUILTIN.get(hires.upscaler)
+            return upscale.resize_to(img, size, hires.model, method, self.upscale_models, self._interrupt.is_set)
+
+        return resize
 
     def shutdown(self) -> None:
         self._interrupt.set()

@@ -691,3 +691,7 @@ NODES: dict[str, NodeDef] = {
         ),
     ]
 }
+
+from sd_runtime.comfyui.nodes_upscale import UPSCALE_NODES  # noqa: E402 (it builds on the definitions above)
+
+NODES.update({n.name: n for n in UPSCALE_NODES})
