@@ -91,9 +91,12 @@ def resize_to(
         for _ in range(MAX_MODEL_PASSES):
             if img.width >= size[0] and img.height >= size[1]:
                 break
+            before = img.size
             img = upscale_image(
                 loaded, img, models.tile, models.overlap, should_stop, stats, max_pixels=MAX_OUTPUT_PIXELS
             )
+            if img.size == before:  # a 1x restoration model (SCUNet …): one pass, then Lanczos, as A1111
+                break
         method = Image.Resampling.LANCZOS
     method = method or Image.Resampling.LANCZOS  # "None" still honours the requested size
     return img.resize(size, method) if img.size != size else img.copy()

@@ -224,15 +224,17 @@ def tiled_scale(
 
     Tiles of ``tile``×``tile`` input pixels overlap by ``overlap``; each output tile is
     weighted by a mask that ramps up over the overlap, and the sum is divided by the
-    summed weights (ComfyUI's ``tiled_scale``), so seams are blended away. ``tile`` 0, or
-    an image that fits one tile, runs in one call. ``should_stop`` is checked between
-    tiles; when it answers True, :class:`Interrupted` is raised.
+    summed weights (ComfyUI's ``tiled_scale``), so seams are blended away. ``tile`` 0, an
+    image that fits one tile, or a model spandrel says tiles internally, runs in one call.
+    ``should_stop`` is checked between tiles; when it answers True, :class:`Interrupted` is raised.
     """
     import torch
+    from spandrel import ModelTiling
 
     stats = stats if stats is not None else TileStats()
     _, _, h, w = image.shape
-    if tile <= 0 or (h <= tile and w <= tile):
+    internal = getattr(model, "tiling", None) == ModelTiling.INTERNAL  # the model tiles by itself
+    if tile <= 0 or internal or (h <= tile and w <= tile):
         stats.tiles, stats.tile = stats.tiles + 1, 0
         return model(image)
     overlap = max(0, min(overlap, tile // 2))

@@ -85,3 +85,39 @@ def test_tiling_stops_between_tiles_when_asked() -> None:
     with pytest.raises(Interrupted):
         um.tiled_scale(model, torch.zeros((1, 3, 64, 64)), 32, 8, should_stop=lambda: len(model.calls) >= 2)
     assert len(model.calls) == 2
+
+
+def _spandrel_net(kind: str):  # -> torch.nn.Module
+    """A tiny random network of a spandrel architecture other than ESRGAN."""
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.SCUNet import SCUNet
+    from spandrel.architectures.SwinIR import SwinIR
+
+    if kind == "SwinIR":
+        # the layout of A1111's "SwinIR 4x" download (real-world SR: nearest+conv upsampler)
+        return SwinIR(
+            upscale=4, img_size=32, window_size=8, embed_dim=12, depths=[2], num_heads=[2], upsampler="nearest+conv"
+        )
+    if kind == "SCUNet":
+        return SCUNet(in_nc=3, config=[1] * 7, dim=64)
+    return Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "arch", "scale"), [("SwinIR", "SwinIR", 4), ("SCUNet", "SCUNet", 1), ("Compact", "RealESRGAN Compact", 4)]
+)
+def test_other_spandrel_architectures_load_and_run_tiled(tmp_path: Path, kind: str, arch: str, scale: int) -> None:
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in _spandrel_net(kind).state_dict().items()}
+    (tmp_path / "ESRGAN").mkdir()
+    save_file(state, str(tmp_path / "ESRGAN" / f"tiny-{kind}.safetensors"))
+    models = um.UpscaleModels(tmp_path, "cpu", torch.float32)
+    (ref,) = models.discover()
+    assert models.describe(ref) == (scale, arch)
+    stats = um.TileStats()
+    out = um.upscale_image(models.load(ref), Image.new("RGB", (70, 45), "teal"), 48, 8, stats=stats)
+    assert out.size == (70 * scale, 45 * scale) and stats.tiles == 2
