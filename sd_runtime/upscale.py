@@ -30,10 +30,6 @@ MAX_MODEL_PASSES = 3
 """A1111 runs a model at most 3 times to reach the requested size (modules/upscaler.py)."""
 
 
-def installed(models: UpscaleModels) -> list[str]:
-    return [*BUILTIN, *(u.name for u in models.discover())]
-
-
 def a1111_upscalers(models: UpscaleModels) -> list[dict[str, Any]]:
     """``GET /sdapi/v1/upscalers``: the built-in ones, then each model file with the scale read from it.
 
