@@ -216,7 +216,10 @@ def _generation_routes(router: APIRouter, engine: Engine) -> None:
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
 
-def _second_upscaler(content: ExtraSingleImageContent | ExtraBatchImagesContent) -> tuple[str, float]:
+UpscaleContent = ExtraSingleImageContent | ExtraBatchImagesContent
+
+
+def _second_upscaler(content: UpscaleContent) -> tuple[str, float]:
     """(``upscaler_2``, ``extras_upscaler_2_visibility``): A1111 blends the second upscaler's result in."""
     extra = content.model_extra or {}
     name = extra.get("upscaler_2") or "None"
@@ -235,49 +238,55 @@ def _extras_routes(router: APIRouter, engine: Engine) -> None:
     """
     models = engine.upscale_models
 
-    def upscale_all(
-        content: ExtraSingleImageContent | ExtraBatchImagesContent, images: list[tuple[str, str]]
-    ) -> tuple[list[str], dict[str, Any]]:
-        """Worker thread: every image through upscaler_1 (and upscaler_2 blended in), PNG-encoded."""
+    async def run_upscale(content: UpscaleContent, images: list[tuple[str, str]]) -> tuple[list[str], dict[str, Any]]:
+        """Names checked and images decoded first (a bad request does not wait for the worker), then the upscale."""
         second, visibility = _second_upscaler(content)
         resolve(content.upscaler_1, models, "upscaler_1")
-        if visibility > 0:
+        blend = visibility > 0 and second != "None"  # A1111 ignores a second upscaler "None"
+        if blend:
             resolve(second, models, "upscaler_2")
+        decoded = await asyncio.to_thread(lambda: [decode_image(data, field) for data, field in images])
         stats = TileStats()
         sizes = (content.resize_mode, content.upscaling_resize, content.upscaling_resize_w, content.upscaling_resize_h)
-        out = []
-        for data, field in images:
-            img = decode_image(data, field)
-            result = upscale(img, content.upscaler_1, *sizes, models, "upscaler_1", stats)
-            if visibility > 0 and second != "None":
-                other = upscale(img, second, *sizes, models, "upscaler_2", stats)
-                result = Image.blend(result.convert("RGB"), other.convert("RGB"), visibility)
-            out.append(encode_png(result))
+
+        def work() -> list[str]:
+            """Worker thread: every image through upscaler_1 (and upscaler_2 blended in), PNG-encoded."""
+            out = []
+            for img in decoded:
+                result = upscale(img, content.upscaler_1, *sizes, models, "upscaler_1", stats)
+                if blend:
+                    other = upscale(img, second, *sizes, models, "upscaler_2", stats)
+                    result = Image.blend(result.convert("RGB"), other.convert("RGB"), visibility)
+                out.append(encode_png(result))
+            return out
+
+        encoded = await engine.submit(work)
         info = {
             "upscaler_1": content.upscaler_1,
-            "upscaler_2": second if visibility > 0 else None,
+            "upscaler_2": second if blend else None,
             "model_tiles": stats.tiles,
             "tile": stats.tile,
         }
-        return out, info
+        return encoded, info
 
-    def html_info(content: ExtraSingleImageContent | ExtraBatchImagesContent) -> str:
+    def html_info(content: UpscaleContent) -> str:
         """A1111's postprocessing text for the upscale step."""
-        by = f"{content.upscaling_resize_w}x{content.upscaling_resize_h}" if content.resize_mode == 1 else None
-        return f"Postprocess upscale {'to' if by else 'by'}: {by or content.upscaling_resize}, " + (
-            f"Postprocess upscaler: {content.upscaler_1}"
-        )
+        if content.resize_mode == 1:
+            size = f"Postprocess upscale to: {content.upscaling_resize_w}x{content.upscaling_resize_h}"
+        else:
+            size = f"Postprocess upscale by: {content.upscaling_resize:g}"
+        return f"{size}, Postprocess upscaler: {content.upscaler_1}"
 
     @router.post("/extra-single-image")
     async def extra_single(content: ExtraSingleImageContent) -> dict[str, Any]:
-        (image,), info = await engine.submit(upscale_all, content, [(content.image, "image")])
+        (image,), info = await run_upscale(content, [(content.image, "image")])
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"image"})
         return {"html_info": html_info(content), "image": image, "info": info, "ignored_fields": ignored}
 
     @router.post("/extra-batch-images")
     async def extra_batch(content: ExtraBatchImagesContent) -> dict[str, Any]:
         pairs = [(b.data, f"imageList[{i}].data") for i, b in enumerate(content.imageList)]
-        images, info = await engine.submit(upscale_all, content, pairs)
+        images, info = await run_upscale(content, pairs)
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"imageList"})
         return {"html_info": html_info(content), "images": images, "info": info, "ignored_fields": ignored}
 

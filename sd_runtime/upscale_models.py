@@ -119,16 +119,21 @@ class Loaded:
     architecture: str
 
 
-def _file_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return (str(path), st.st_size, st.st_mtime_ns)
+def _file_key(ref: UpscalerFile) -> tuple[str, int, int]:
+    """Identifies one version of the file; a file gone since it was listed is a 422 naming it."""
+    try:
+        st = ref.file.path.stat()
+    except OSError:
+        raise InvalidUpscalerError(f"upscaler {ref.name!r}: its file is gone", {"upscaler": ref.name}) from None
+    return (str(ref.file.path), st.st_size, st.st_mtime_ns)
 
 
 class UpscaleModels:
     """Discovery, loading (the last model used stays loaded) and the tile settings of A1111's options.
 
-    ``load`` and ``run`` belong on the engine's worker thread; ``describe`` (the listing)
-    may run anywhere: it reads a file once per change and keeps only its scale.
+    ``load`` belongs on the engine's worker thread (so does the inference that follows);
+    ``describe`` (the listing) may run anywhere: it reads a file once per version and keeps
+    only its scale and architecture.
     """
 
     def __init__(self, models_dir: Path | None, device: str, dtype: Any):
@@ -146,7 +151,7 @@ class UpscaleModels:
         """spandrel's descriptor for the file, on the CPU; :class:`InvalidUpscalerError` naming it otherwise."""
         from spandrel import ImageModelDescriptor, ModelLoader
 
-        size = ref.file.path.stat().st_size
+        size = _file_key(ref)[1]
         if size > MAX_FILE_BYTES:
             raise InvalidUpscalerError(
                 f"upscaler {ref.name!r}: file is {size} bytes, more than the {MAX_FILE_BYTES} this runtime loads",
@@ -172,7 +177,10 @@ class UpscaleModels:
 
     def describe(self, ref: UpscalerFile) -> tuple[int | None, str | None]:
         """(scale, architecture) of a file, None for a file that cannot be loaded; cached per file version."""
-        key = _file_key(ref.file.path)
+        try:
+            key = _file_key(ref)
+        except InvalidUpscalerError:  # removed since it was listed
+            return (None, None)
         with self._lock:
             if key in self._described:
                 return self._described[key]
@@ -181,15 +189,20 @@ class UpscaleModels:
             out: tuple[int | None, str | None] = (model.scale, model.architecture.name)
         except InvalidUpscalerError:
             out = (None, None)
-        with self._lock:
-            self._described[key] = out
+        self._remember(key, out)
         return out
+
+    def _remember(self, key: tuple[str, int, int], described: tuple[int | None, str | None]) -> None:
+        with self._lock:
+            if len(self._described) >= 4 * MAX_FILES:  # files replaced over and over: start afresh
+                self._described.clear()
+            self._described[key] = described
 
     def load(self, ref: UpscalerFile) -> Loaded:
         """Worker thread only: the model on the engine's device (fp16 on CUDA where it supports it)."""
         import torch
 
-        key = _file_key(ref.file.path)
+        key = _file_key(ref)
         if self._loaded is not None and self._loaded.key == key:
             return self._loaded
         self._loaded = None  # the previous model goes before the next one is read
@@ -199,8 +212,7 @@ class UpscaleModels:
         if half:
             model = model.half()
         self._loaded = Loaded(ref=ref, key=key, model=model, scale=model.scale, architecture=model.architecture.name)
-        with self._lock:
-            self._described[key] = (model.scale, model.architecture.name)
+        self._remember(key, (model.scale, model.architecture.name))
         return self._loaded
 
 
