@@ -39,8 +39,6 @@ LOCAL_AWS_ENV = {
     "AWS_REGION": REGION,
 }
 TINY_MODEL_NAME = "tiny-sd"
-TINY_UPSCALER = "RealESRGAN/RealESRGAN_x4plus.safetensors"
-"""The tiny builder's ``R-ESRGAN 4x+`` (sd_runtime.tiny.TINY_ESRGAN): the sample's extras task needs it."""
 
 
 class PortBusyError(RuntimeError):
@@ -92,11 +90,13 @@ def free_port() -> int:
 
 
 def ensure_tiny_model(models_dir: Path) -> Path:
-    """Build the tiny random-weight model once (seconds on CPU); no download."""
-    target = models_dir / TINY_MODEL_NAME
-    if not (target / "model_index.json").exists() or not (models_dir / TINY_UPSCALER).exists():
-        subprocess.run([sys.executable, "-m", "sd_runtime.tiny", str(models_dir)], check=True)
-    return target
+    """Build the tiny random-weight model and its companions (LoRA, VAE ...) where missing; no download.
+
+    The builder is always run: it writes only the files a models dir lacks (a dir made by an
+    older sdeks gains the newer companions) and returns in well under a second when all exist.
+    """
+    subprocess.run([sys.executable, "-m", "sd_runtime.tiny", str(models_dir)], check=True, stdout=subprocess.DEVNULL)
+    return models_dir / TINY_MODEL_NAME
 
 
 def model_for(config_model_path: str | None, override: str | None, models_dir: Path) -> Path:
