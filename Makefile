@@ -19,7 +19,8 @@ $(STAMPS)/%: requirements/%.txt | $(PY)
 	$(PIP) install -q -r $<
 	@touch $@
 
-# torch goes in first, alone, so pip takes the CPU wheel (DESIGN.md "Known traps").
+# torch and its matching torchvision go in first, alone, so runtime.txt never pulls another torch build
+# (DESIGN.md "Known traps"). torch 2.14.1 is the PyPI (CUDA) build; it runs on the CPU where no GPU is.
 $(STAMPS)/runtime: $(STAMPS)/torch
 
 $(STAMPS)/package: pyproject.toml $(STAMPS)/base | $(PY)

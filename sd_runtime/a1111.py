@@ -10,13 +10,13 @@ Fields the runtime does not implement are accepted, ignored, and listed in
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import time
 from typing import Any
 
 from fastapi import APIRouter
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from sd_runtime import a1111_overrides, lora, vae
@@ -26,7 +26,8 @@ from sd_runtime.engine import Engine, GenerationRequest, GenerationResult
 from sd_runtime.errors import InvalidInputError, NoModelError
 from sd_runtime.imageio import decode_image, encode_png
 from sd_runtime.samplers import a1111_samplers, a1111_schedulers
-from sd_runtime.upscale import a1111_upscalers, upscale
+from sd_runtime.upscale import a1111_upscalers, resolve, upscale
+from sd_runtime.upscale_models import MAX_OVERLAP, MAX_TILE, TileStats
 from sdeks.contract import (
     ExtraBatchImagesContent,
     ExtraSingleImageContent,
@@ -37,7 +38,15 @@ from sdeks.contract import (
 GEN_FIELDS = (set(GenerationRequest.__dataclass_fields__) & set(Txt2ImgContent.model_fields)) - {"denoising_strength"}
 """Contract fields the engine request takes as they are (img2img adds its own)."""
 IMG2IMG_FIELDS = GEN_FIELDS | {"init_images", "mask", "denoising_strength"}  # resize_mode 0 (resize) is what we do
-UPSCALE_FIELDS = {"resize_mode", "upscaling_resize", "upscaling_resize_w", "upscaling_resize_h", "upscaler_1"}
+UPSCALE_FIELDS = {
+    "resize_mode",
+    "upscaling_resize",
+    "upscaling_resize_w",
+    "upscaling_resize_h",
+    "upscaler_1",
+    "upscaler_2",
+    "extras_upscaler_2_visibility",
+}
 
 
 class PngInfoBody(BaseModel):
@@ -70,6 +79,12 @@ class OptionsBody(BaseModel):
 
     sd_model_checkpoint: str | None = Field(
         default=None, min_length=1, max_length=256, description="checkpoint to load (title, name or file name)"
+    )
+    ESRGAN_tile: int | None = Field(  # A1111's option name
+        default=None, ge=0, le=MAX_TILE, description="model upscalers' tile size in input pixels (0: no tiling)"
+    )
+    ESRGAN_tile_overlap: int | None = Field(  # A1111's option name
+        default=None, ge=0, le=MAX_OVERLAP, description="overlap of those tiles in input pixels"
     )
 
 
@@ -120,7 +135,7 @@ def build_response(
         "batch_size": req.batch_size,
         "n_iter": req.n_iter,
         "denoising_strength": req.denoising_strength if req.init_images else (req.hires and req.hires.denoising),
-        "hires": None if req.hires is None else dataclasses.asdict(req.hires),
+        "hires": None if req.hires is None else req.hires.info(),
         "loras": [{"name": u.ref.name, "te": u.text_encoder, "unet": u.unet} for u in req.loras],
         "sd_model_name": result.model,
         "sd_model_hash": None,
@@ -171,7 +186,7 @@ def _generation_routes(router: APIRouter, engine: Engine) -> None:
 
     @router.post("/txt2img")
     async def txt2img(content: Txt2ImgContent) -> dict[str, Any]:
-        hires = hires_fix.parse(content)
+        hires = hires_fix.parse(content, engine.upscale_models.discover())
         req = generation(content, hires=hires, job="txt2img")
         result = await run(req)
         parameters = content.model_dump(mode="json")
@@ -201,35 +216,79 @@ def _generation_routes(router: APIRouter, engine: Engine) -> None:
         return await asyncio.to_thread(build_response, req, content.prompt, result, parameters, ignored)
 
 
-def _extras_routes(router: APIRouter, engine: Engine) -> None:
-    """The extras tab: upscaling one image or a batch, and reading a PNG's generation parameters."""
+UpscaleContent = ExtraSingleImageContent | ExtraBatchImagesContent
 
-    def _upscale_one(content: ExtraSingleImageContent | ExtraBatchImagesContent, data: str, field: str) -> str:
-        img = decode_image(data, field)
-        out = upscale(
-            img,
-            content.upscaler_1,
-            content.resize_mode,
-            content.upscaling_resize,
-            content.upscaling_resize_w,
-            content.upscaling_resize_h,
-        )
-        return encode_png(out)
+
+def _second_upscaler(content: UpscaleContent) -> tuple[str, float]:
+    """(``upscaler_2``, ``extras_upscaler_2_visibility``): A1111 blends the second upscaler's result in."""
+    extra = content.model_extra or {}
+    name = extra.get("upscaler_2") or "None"
+    visibility = extra.get("extras_upscaler_2_visibility", 0) or 0
+    if not isinstance(name, str) or len(name) > 128:
+        raise InvalidInputError("upscaler_2: must be an upscaler name (GET /sdapi/v1/upscalers)")
+    if isinstance(visibility, bool) or not isinstance(visibility, int | float) or not 0 <= visibility <= 1:
+        raise InvalidInputError(f"extras_upscaler_2_visibility: must be a number in 0..1, got {visibility!r}")
+    return name, float(visibility)
+
+
+def _extras_routes(router: APIRouter, engine: Engine) -> None:
+    """The extras tab: upscaling one image or a batch, and reading a PNG's generation parameters.
+
+    Upscaling runs on the engine's worker thread (model upscalers share the device with generation).
+    """
+    models = engine.upscale_models
+
+    async def run_upscale(content: UpscaleContent, images: list[tuple[str, str]]) -> tuple[list[str], dict[str, Any]]:
+        """Names checked and images decoded first (a bad request does not wait for the worker), then the upscale."""
+        second, visibility = _second_upscaler(content)
+        resolve(content.upscaler_1, models, "upscaler_1")
+        blend = visibility > 0 and second != "None"  # A1111 ignores a second upscaler "None"
+        if blend:
+            resolve(second, models, "upscaler_2")
+        decoded = await asyncio.to_thread(lambda: [decode_image(data, field) for data, field in images])
+        stats = TileStats()
+        sizes = (content.resize_mode, content.upscaling_resize, content.upscaling_resize_w, content.upscaling_resize_h)
+
+        def work() -> list[str]:
+            """Worker thread: every image through upscaler_1 (and upscaler_2 blended in), PNG-encoded."""
+            out = []
+            for img in decoded:
+                result = upscale(img, content.upscaler_1, *sizes, models, "upscaler_1", stats)
+                if blend:
+                    other = upscale(img, second, *sizes, models, "upscaler_2", stats)
+                    result = Image.blend(result.convert("RGB"), other.convert("RGB"), visibility)
+                out.append(encode_png(result))
+            return out
+
+        encoded = await engine.submit(work)
+        info = {
+            "upscaler_1": content.upscaler_1,
+            "upscaler_2": second if blend else None,
+            "model_tiles": stats.tiles,
+            "tile": stats.tile,
+        }
+        return encoded, info
+
+    def html_info(content: UpscaleContent) -> str:
+        """A1111's postprocessing text for the upscale step."""
+        if content.resize_mode == 1:
+            size = f"Postprocess upscale to: {content.upscaling_resize_w}x{content.upscaling_resize_h}"
+        else:
+            size = f"Postprocess upscale by: {content.upscaling_resize:g}"
+        return f"{size}, Postprocess upscaler: {content.upscaler_1}"
 
     @router.post("/extra-single-image")
     async def extra_single(content: ExtraSingleImageContent) -> dict[str, Any]:
-        image = await asyncio.to_thread(_upscale_one, content, content.image, "image")
+        (image,), info = await run_upscale(content, [(content.image, "image")])
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"image"})
-        return {"html_info": "", "image": image, "ignored_fields": ignored}
+        return {"html_info": html_info(content), "image": image, "info": info, "ignored_fields": ignored}
 
     @router.post("/extra-batch-images")
     async def extra_batch(content: ExtraBatchImagesContent) -> dict[str, Any]:
-        def work() -> list[str]:
-            return [_upscale_one(content, b.data, f"imageList[{i}].data") for i, b in enumerate(content.imageList)]
-
-        images = await asyncio.to_thread(work)
+        pairs = [(b.data, f"imageList[{i}].data") for i, b in enumerate(content.imageList)]
+        images, info = await run_upscale(content, pairs)
         ignored = ignored_fields(content, UPSCALE_FIELDS | {"imageList"})
-        return {"html_info": "", "images": images, "ignored_fields": ignored}
+        return {"html_info": html_info(content), "images": images, "info": info, "ignored_fields": ignored}
 
     @router.post("/png-info")
     async def png_info(body: PngInfoBody) -> dict[str, Any]:
@@ -285,7 +344,7 @@ def _listing_routes(router: APIRouter, engine: Engine) -> None:
 
     @router.get("/upscalers")
     async def upscalers() -> list[dict[str, Any]]:
-        return a1111_upscalers()
+        return await asyncio.to_thread(a1111_upscalers, engine.upscale_models)  # reads new files once each
 
     @router.get("/latent-upscale-modes")
     async def latent_upscale_modes() -> list[dict[str, str]]:
@@ -303,10 +362,16 @@ def _control_routes(router: APIRouter, engine: Engine) -> None:
             "samples_format": "png",
             "sd_runtime_device": engine.device,
             "sd_runtime_dtype": str(engine.dtype).removeprefix("torch."),
+            "ESRGAN_tile": engine.upscale_models.tile,
+            "ESRGAN_tile_overlap": engine.upscale_models.overlap,
         }
 
     @router.post("/options")
     async def set_options(options: OptionsBody) -> None:
+        if options.ESRGAN_tile is not None:
+            engine.upscale_models.tile = options.ESRGAN_tile
+        if options.ESRGAN_tile_overlap is not None:
+            engine.upscale_models.overlap = options.ESRGAN_tile_overlap
         if options.sd_model_checkpoint is not None:
             await engine.load(options.sd_model_checkpoint)
         return None

@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sd_runtime import embeddings, lora, prompt_weighting, vae
+from sd_runtime import embeddings, lora, prompt_weighting, upscale, vae
 from sd_runtime import hires as hires_fix
 from sd_runtime.errors import NoModelError
 from sd_runtime.interrupt import Interrupted, InterruptibleAttnProcessor, InterruptSignal, install_hooks
 from sd_runtime.models import ModelError, ModelRef, discover, load_pipeline, resolve
 from sd_runtime.named_files import NamedFile
 from sd_runtime.samplers import a1111_scheduler
+from sd_runtime.upscale_models import UpscaleModels
 from sdeks.contract import MAX_SEED
 
 log = logging.getLogger("sd_runtime.engine")
@@ -136,6 +137,7 @@ class Engine:
         self.embeddings = embeddings.Embeddings()
         self.model_listeners: list[Callable[[], None]] = []
         """Called on the worker thread after another model is loaded (the ComfyUI node cache drops its entries)."""
+        self.upscale_models = UpscaleModels(models_dir, self.device, self.dtype)
 
     # ---- models -------------------------------------------------------
     def models(self) -> list[ModelRef]:
@@ -358,7 +360,7 @@ class Engine:
         self.progress.step, self.progress.steps = 0, max(1, int(hires.steps * hires.denoising))
         kwargs: dict[str, Any] = {
             **self._embeds(req, len(seeds)),
-            "image": hires_fix.upscale_first_pass(hires, first),
+            "image": hires_fix.upscale_first_pass(hires, first, self._hires_resize(hires)),
             "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
             "num_inference_steps": hires.steps,
             "guidance_scale": req.cfg_scale,
@@ -372,6 +374,15 @@ class Engine:
         return prompt_weighting.pipeline_kwargs(
             self._pipes["txt2img"], req.prompt, req.negative_prompt, batch, req.clip_skip
         )
+
+    def _hires_resize(self, hires: hires_fix.Hires) -> Callable[[Any, tuple[int, int]], Any]:
+        """Worker thread only: how the hires fix upscales one decoded image (stops between tiles on interrupt)."""
+
+        def resize(img: Any, size: tuple[int, int]) -> Any:
+            method = upscale.BUILTIN.get(hires.upscaler)
+            return upscale.resize_to(img, size, hires.model, method, self.upscale_models, self._interrupt.is_set)
+
+        return resize
 
     def shutdown(self) -> None:
         self._interrupt.set()

@@ -1,16 +1,18 @@
 """A1111's txt2img hires fix: render small, upscale, then a second img2img pass at the large size.
 
 The upscale is either in latent space (A1111's ``Latent`` modes: the first pass's latents
-interpolated, no decode in between) or in image space with one of the built-in upscalers
-(``Lanczos``, ``Nearest``, ``None`` = Lanczos to the size). The second pass runs
-``hr_second_pass_steps`` (0: the first pass's ``steps``) at ``denoising_strength``, so
-``int(steps × strength)`` steps are sampled, as A1111 does; each image keeps its seed.
-Model-based upscalers (ESRGAN family) are not installed (see ``upscale``): naming one
-is a 400 listing what is.
+interpolated, no decode in between) or in image space: the first pass is decoded, upscaled
+with a built-in upscaler (``Lanczos``, ``Nearest``, ``None`` = Lanczos to the size) or a
+model upscaler of the models dir (``R-ESRGAN 4x+`` …, see :mod:`sd_runtime.upscale`), and
+encoded again by the img2img pass. The second pass runs ``hr_second_pass_steps`` (0: the
+first pass's ``steps``) at ``denoising_strength``, so ``int(steps × strength)`` steps are
+sampled, as A1111 does; each image keeps its seed. Any other upscaler name is a 400
+listing what is installed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 
 from sd_runtime.errors import InvalidInputError, UnknownUpscalerError
 from sd_runtime.upscale import BUILTIN
+from sd_runtime.upscale_models import UpscalerFile
 
 LATENT_MODES: dict[str, tuple[str, bool]] = {
     "Latent": ("bilinear", False),
@@ -37,8 +40,9 @@ IMPLEMENTED = frozenset(
 """The txt2img fields this module reads (while ``enable_hr`` is true)."""
 
 
-def upscalers() -> list[str]:
-    return [*LATENT_MODES, *BUILTIN]
+def upscalers(models: list[UpscalerFile]) -> list[str]:
+    """What ``hr_upscaler`` may name: the latent modes, the built-in upscalers, the model files."""
+    return [*LATENT_MODES, *BUILTIN, *(m.name for m in models)]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,19 @@ class Hires:
     steps: int
     denoising: float
     scale: float
+    model: UpscalerFile | None = None
+    """The model file of a model upscaler (None for latent modes and built-in ones)."""
+
+    def info(self) -> dict[str, Any]:
+        """What ``info.hires`` reports (the upscaler by its A1111 name)."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "upscaler": self.upscaler,
+            "steps": self.steps,
+            "denoising": self.denoising,
+            "scale": self.scale,
+        }
 
     @property
     def latent(self) -> bool:
@@ -68,8 +85,11 @@ def _number(extra: dict[str, Any], key: str, default: float, low: float, high: f
     return value
 
 
-def parse(content: BaseModel) -> Hires | None:
-    """The hires pass a txt2img body asks for (``enable_hr``), validated; None without one."""
+def parse(content: BaseModel, models: list[UpscalerFile]) -> Hires | None:
+    """The hires pass a txt2img body asks for (``enable_hr``), validated; None without one.
+
+    ``models``: the model upscalers installed (``hr_upscaler`` may name one by any of its names).
+    """
     extra = content.model_extra or {}
     enable = extra.get("enable_hr", False)
     if not isinstance(enable, bool):
@@ -77,10 +97,11 @@ def parse(content: BaseModel) -> Hires | None:
     if not enable:
         return None
     upscaler = extra.get("hr_upscaler") or "Latent"
-    if upscaler not in upscalers():
+    model = next((m for m in models if upscaler in m.names), None)
+    if model is None and upscaler not in upscalers([]):
         raise UnknownUpscalerError(
-            f"hr_upscaler: {upscaler!r} is not installed; available: {', '.join(upscalers())}",
-            {"available": upscalers()},
+            f"hr_upscaler: {upscaler!r} is not installed; available: {', '.join(upscalers(models))}",
+            {"available": upscalers(models)},
         )
     scale = _number(extra, "hr_scale", 2.0, 1.0, 8.0)
     rx = _number(extra, "hr_resize_x", 0, 0, MAX_SIDE, integer=True)
@@ -97,22 +118,23 @@ def parse(content: BaseModel) -> Hires | None:
     return Hires(
         width=tw,
         height=th,
-        upscaler=upscaler,
+        upscaler=model.name if model else upscaler,
+        model=model,
         steps=_number(extra, "hr_second_pass_steps", 0, 0, MAX_STEPS, integer=True) or content.steps,  # type: ignore[attr-defined]
         denoising=_number(extra, "denoising_strength", 0.7, 0.0, 1.0),
         scale=tw / width,
     )
 
 
-def upscale_first_pass(hires: Hires, first: Any) -> Any:
-    """The first pass's output (latents, or PIL images) at the hires size, ready for img2img."""
+def upscale_first_pass(hires: Hires, first: Any, resize: Callable[[Any, tuple[int, int]], Any]) -> Any:
+    """The first pass's output (latents, or PIL images) at the hires size, ready for img2img.
+
+    ``resize(image, size)`` upscales one decoded image with ``hires.upscaler`` (built-in or model).
+    """
     if hires.latent:
         import torch
 
         mode, antialias = LATENT_MODES[hires.upscaler]
         size = (hires.height // 8, hires.width // 8)
         return torch.nn.functional.interpolate(first, size=size, mode=mode, antialias=antialias)
-    method = BUILTIN[hires.upscaler]
-    from PIL import Image
-
-    return [im.resize((hires.width, hires.height), method or Image.Resampling.LANCZOS) for im in first]
+    return [resize(im, (hires.width, hires.height)) for im in first]

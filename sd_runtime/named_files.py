@@ -1,4 +1,4 @@
-"""Files a request may name: ``*.safetensors`` in one folder of the models dir (``Lora/``, ``VAE/``).
+"""Files a request may name: ``*.safetensors`` (or other given suffixes) in one folder of the models dir.
 
 A request names a file by its stem (as A1111 lists it) or its path under the folder (as
 ComfyUI lists it); the name is matched against the files discovered in the folder only,
@@ -23,13 +23,13 @@ class NamedFile:
     folder: str
 
 
-def discover(models_dir: Path | None, folder: str) -> list[NamedFile]:
-    """``*.safetensors`` under ``models_dir/folder`` (subfolders too), hidden ones and outward links skipped."""
+def discover(models_dir: Path | None, folder: str, suffixes: tuple[str, ...] = (".safetensors",)) -> list[NamedFile]:
+    """Files with ``suffixes`` under ``models_dir/folder`` (subfolders too), hidden ones and outward links skipped."""
     if models_dir is None or not (models_dir / folder).is_dir():
         return []
     root = (models_dir / folder).resolve()
     found = []
-    for path in sorted(root.rglob("*.safetensors")):
+    for path in sorted(p for p in root.rglob("*") if p.suffix in suffixes and p.is_file()):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not path.resolve().is_relative_to(root):
             continue

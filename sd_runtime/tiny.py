@@ -13,6 +13,9 @@ download:
   ``emb_params``, 2 vectors), ``tiny-embed-diffusers`` (diffusers' one-key layout) for
   SD 1.x and ``tiny-embed-xl`` (``clip_l`` + ``clip_g``) for SDXL; both builds write all
   three, so each model has one family to load and one to skip
+- ``OUT_DIR/RealESRGAN/RealESRGAN_x4plus.safetensors``  a tiny random 4x ESRGAN (RRDBNet) in the key
+  layout of the real Real-ESRGAN download, so spandrel detects it as that file (A1111 lists it as
+  ``R-ESRGAN 4x+``)
 
 ``python -m sd_runtime.tiny OUT_DIR --sdxl`` writes ``tiny-sdxl/`` and
 ``tiny-sdxl.safetensors`` instead: the SDXL architecture (two text encoders, the second
@@ -44,6 +47,9 @@ TINY_NAME = "tiny-sd"
 TINY_LORA = "tiny-lora"
 TINY_VAE = "tiny-vae"
 TINY_EMBEDDINGS = ("tiny-embed", "tiny-embed-diffusers", "tiny-embed-xl")
+TINY_ESRGAN = "RealESRGAN/RealESRGAN_x4plus.safetensors"
+ESRGAN_FEAT, ESRGAN_BLOCKS, ESRGAN_GROW = 8, 1, 32
+"""Widths of the tiny RRDBNet (the real RealESRGAN_x4plus: 64 features, 23 blocks; spandrel fixes growth at 32)."""
 LORA_RANK = 2
 # the attention projections kohya's trainer targets, as diffusers module-name suffixes
 _UNET_TARGETS = tuple(f"{attn}.{proj}" for attn in ("attn1", "attn2") for proj in ("to_q", "to_k", "to_v", "to_out.0"))
@@ -227,6 +233,42 @@ def vae_state_dict(pipe, seed: int = SEED + 2) -> dict:
     return {k.removeprefix(VAE_PREFIX): v.contiguous() for k, v in state.items()}
 
 
+def esrgan_state_dict(seed: int = SEED + 3) -> dict:
+    """A random 4x RRDBNet in Real-ESRGAN's (basicsr) key layout: conv_first, body.N.rdbK.convJ, conv_up1/2 …
+
+    Default conv initialisation (the shapes decide everything spandrel detects); the last
+    conv's bias is 0.5 so the output is a mid-grey texture rather than clamped black.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    f, g = ESRGAN_FEAT, ESRGAN_GROW
+    convs: dict[str, tuple[int, int]] = {"conv_first": (3, f)}
+    for b in range(ESRGAN_BLOCKS):
+        for r in (1, 2, 3):
+            for j in range(1, 6):
+                convs[f"body.{b}.rdb{r}.conv{j}"] = (f + (j - 1) * g, g if j < 5 else f)
+    convs |= {"conv_body": (f, f), "conv_up1": (f, f), "conv_up2": (f, f), "conv_hr": (f, f), "conv_last": (f, 3)}
+    state = {}
+    for name, (cin, cout) in convs.items():
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1)
+        state[f"{name}.weight"] = conv.weight.detach().contiguous()
+        state[f"{name}.bias"] = conv.bias.detach().contiguous()
+    state["conv_last.bias"] = torch.full((3,), 0.5)
+    return state
+
+
+def _save(state: dict, path: Path, tag: str) -> None:
+    """``state`` as safetensors at ``path``, written under a temporary name and renamed into place."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    save_file(state, str(tmp), metadata={"format": "pt", "sdeks": tag})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     """Write the tiny model (both formats) under ``out_dir``; return (diffusers_dir, single_file).
 
@@ -239,25 +281,18 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     lfile = out / "Lora" / f"{TINY_LORA}.safetensors"
     vfile = out / "VAE" / f"{TINY_VAE}.safetensors"
     build_embeddings(out, force)
-    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile)):
+    efile = out / TINY_ESRGAN
+    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile, efile)):
         return ddir, sfile
-
-    from safetensors.torch import save_file
 
     pipe = build_pipeline()
     _write_both_layouts(pipe, out, TINY_NAME, force)
     if force or not lfile.is_file():
-        lfile.parent.mkdir(exist_ok=True)
-        tmpl = lfile.with_name(f".{TINY_LORA}.{os.getpid()}.safetensors")
-        save_file(lora_state_dict(pipe), str(tmpl), metadata={"format": "pt", "sdeks": "tiny-lora"})
-        os.chmod(tmpl, 0o644)
-        os.replace(tmpl, lfile)
+        _save(lora_state_dict(pipe), lfile, TINY_LORA)
     if force or not vfile.is_file():
-        vfile.parent.mkdir(exist_ok=True)
-        tmpv = vfile.with_name(f".{TINY_VAE}.{os.getpid()}.safetensors")
-        save_file(vae_state_dict(pipe), str(tmpv), metadata={"format": "pt", "sdeks": TINY_VAE})
-        os.chmod(tmpv, 0o644)
-        os.replace(tmpv, vfile)
+        _save(vae_state_dict(pipe), vfile, TINY_VAE)
+    if force or not efile.is_file():
+        _save(esrgan_state_dict(), efile, "tiny-esrgan")
     return ddir, sfile
 
 

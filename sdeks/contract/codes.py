@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     INVALID_LORA = "invalid_lora"
     UNKNOWN_VAE = "unknown_vae"
     INVALID_VAE = "invalid_vae"
+    INVALID_UPSCALER = "invalid_upscaler"
     TOO_LARGE = "too_large"
     AWS_UNAVAILABLE = "aws_unavailable"
     INTERNAL_ERROR = "internal_error"

@@ -141,7 +141,8 @@ def test_image_to_image_with_init_image_from_s3(stack, tmp_path):
     assert Image.open(path).size == (64, 64)
 
 
-def test_extras_upscales_a_local_file(stack, tmp_path):
+@pytest.mark.parametrize("upscaler", ["Lanczos", "R-ESRGAN 4x+"])  # the sample's extras task names R-ESRGAN 4x+
+def test_extras_upscales_a_local_file(stack, tmp_path, upscaler):
     root, _ = stack
     source = tmp_path / "in.png"
     source.write_bytes(png("yellow", 64))
@@ -151,7 +152,7 @@ def test_extras_upscales_a_local_file(stack, tmp_path):
             {
                 "task": {
                     "metadata": {"runtime": "sdruntime", "tasktype": "extra-single-image"},
-                    "content": {"upscaling_resize": 2, "upscaler_1": "Lanczos"},
+                    "content": {"upscaling_resize": 2, "upscaler_1": upscaler},
                 }
             }
         )

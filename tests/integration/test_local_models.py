@@ -24,4 +24,5 @@ def test_a_models_dir_made_by_an_older_sdeks_gains_the_newer_companions(tiny_mod
     assert [p.name for p in (old / "VAE").iterdir()] == ["tiny-vae.safetensors"]
     embeddings = sorted(p.name for p in (old / "embeddings").iterdir())
     assert embeddings == ["tiny-embed-diffusers.safetensors", "tiny-embed-xl.safetensors", "tiny-embed.safetensors"]
+    assert [p.name for p in (old / "RealESRGAN").iterdir()] == ["RealESRGAN_x4plus.safetensors"]
     assert (old / "tiny-sd.safetensors").stat().st_mtime_ns == before, "what existed is kept, not rebuilt"

@@ -152,6 +152,15 @@ def test_tiny_build_is_deterministic() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def no_upscale_models():  # -> UpscaleModels
+    """Model upscalers of a runtime without a models dir: the built-in ones only."""
+    import torch
+
+    from sd_runtime.upscale_models import UpscaleModels
+
+    return UpscaleModels(None, "cpu", torch.float32)
+
+
 @pytest.mark.parametrize(
     ("size", "mode", "factor", "wh", "expected"),
     [
@@ -164,7 +173,7 @@ def test_tiny_build_is_deterministic() -> None:
 def test_upscale_sizes(size: tuple, mode: int, factor: float, wh: tuple, expected: tuple) -> None:
     from PIL import Image
 
-    out = upscale(Image.new("RGB", size), "Lanczos", mode, factor, *wh)
+    out = upscale(Image.new("RGB", size), "Lanczos", mode, factor, *wh, no_upscale_models())
     assert out.size == expected
 
 
@@ -172,12 +181,12 @@ def test_upscale_refuses_unknown_and_huge() -> None:
     from PIL import Image
 
     with pytest.raises(UnknownUpscalerError, match="not installed"):
-        upscale(Image.new("RGB", (8, 8)), "SwinIR 4x", 0, 2.0)
+        upscale(Image.new("RGB", (8, 8)), "SwinIR 4x", 0, 2.0, None, None, no_upscale_models())
     with pytest.raises(UnknownUpscalerError, match="unknown"):
-        upscale(Image.new("RGB", (8, 8)), "Bogus", 0, 2.0)
+        upscale(Image.new("RGB", (8, 8)), "Bogus", 0, 2.0, None, None, no_upscale_models())
     assert target_size(2048, 2048, 0, 8.0, None, None)[0] == 16384
     with pytest.raises(TooLargeError, match="exceeds"):
-        upscale(Image.new("RGB", (2048, 2048)), "Nearest", 0, 8.0)
+        upscale(Image.new("RGB", (2048, 2048)), "Nearest", 0, 8.0, None, None, no_upscale_models())
 
 
 def test_model_discovery_and_resolution(tmp_path: Path) -> None:
@@ -336,10 +345,10 @@ def test_hires_parse_sizes_and_refusals() -> None:
     from sd_runtime.hires import parse
     from sdeks.contract import Txt2ImgContent
 
-    assert parse(Txt2ImgContent(width=128, height=96, hr_scale=4)) is None  # no enable_hr: nothing read
-    hires = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_scale=1.5))
+    assert parse(Txt2ImgContent(width=128, height=96, hr_scale=4), []) is None  # no enable_hr: nothing read
+    hires = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_scale=1.5), [])
     assert (hires.width, hires.height, hires.upscaler, hires.steps, hires.denoising) == (192, 144, "Latent", 20, 0.7)
-    sized = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_resize_x=0, hr_resize_y=200))
+    sized = parse(Txt2ImgContent(width=128, height=96, enable_hr=True, hr_resize_x=0, hr_resize_y=200), [])
     assert (sized.width, sized.height) == (264, 200)  # aspect kept (266.7), multiples of 8
     for bad, error in (
         ({"hr_upscaler": "4x-UltraSharp"}, UnknownUpscalerError),
@@ -349,7 +358,7 @@ def test_hires_parse_sizes_and_refusals() -> None:
         ({"hr_resize_x": 5000}, InvalidInputError),
     ):
         with pytest.raises(error) as err:
-            parse(Txt2ImgContent(**{"enable_hr": True, **bad}))
+            parse(Txt2ImgContent(**{"enable_hr": True, **bad}), [])
         assert err.value.message.startswith(next(iter(bad)))
 
 
