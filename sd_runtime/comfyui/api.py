@@ -27,6 +27,7 @@ from fastapi import APIRouter, Body, FastAPI, Form, UploadFile, WebSocket, WebSo
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from sd_runtime import embeddings
 from sd_runtime.comfyui.bodies import ComfyJsonBodies
 from sd_runtime.comfyui.files import FILE_TYPES
 from sd_runtime.comfyui.graph import PromptError, validate
@@ -240,8 +241,9 @@ def _info_routes(router: APIRouter, state: ComfyState) -> None:
         return JSONResponse(body, status_code=503 if model is None and engine.loading else 200)
 
     @router.get("/embeddings")
-    async def embeddings() -> list[str]:
-        return []
+    async def list_embeddings() -> list[str]:
+        """ComfyUI's list: each file of ``embeddings/`` by its path there without the extension (names, not paths)."""
+        return [f.file.removesuffix(".safetensors") for f in embeddings.discover(engine.models_dir)]
 
     @router.get("/extensions")
     async def extensions() -> list[str]:

@@ -466,5 +466,6 @@ def test_clip_text_encode_reads_weights_and_long_prompts(client):
     long = "a lighthouse on a cliff, " * 6
     assert pixels_of(client, with_text(long + "red sky")) != pixels_of(client, with_text(long + "blue sea"))
     # ComfyUI's embedding:name is the textual inversion A1111 names bare (embeddings/ of the models dir)
+    assert {"tiny-embed", "tiny-embed-xl"} <= set(client.get("/embeddings").json())  # listed as ComfyUI does
     named = pixels_of(client, with_text("a tiny-embed lighthouse, fog"))
     assert pixels_of(client, with_text("a embedding:tiny-embed.safetensors lighthouse, fog")) == named != plain
