@@ -8,12 +8,17 @@ serializes; comparing it with batch 4 is the measurement behind the decision
 whether to merge waiting requests into one pipeline call (docs/performance.md).
 The SDXL rows run the tiny random-weight SDXL (``python -m sd_runtime.tiny --sdxl``)
 at batch 1; ``device`` is what the runtime reports (CUDA when one is present).
+The ``upscale`` rows run ``R-ESRGAN 4x+`` (the tiny RRDBNet the tiny build writes in the real
+file's layout) over a 512² image through ``/sdapi/v1/extra-single-image``, untiled and at two
+``ESRGAN_tile`` sizes: the tiled/untiled latency ratio is what tiling costs for its bounded memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import io
 import json
 import os
 import platform
@@ -27,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,6 +72,29 @@ def txt2img(url: str, size: int, batch: int, steps: int, seed: int) -> float:
     r = httpx.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=600)
     r.raise_for_status()
     return time.perf_counter() - t0
+
+
+def upscale(url: str, image_b64: str, tile: int) -> float:
+    httpx.post(f"{url}/sdapi/v1/options", json={"ESRGAN_tile": tile}, timeout=30).raise_for_status()
+    body = {"image": image_b64, "upscaler_1": "R-ESRGAN 4x+", "upscaling_resize": 4}
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/sdapi/v1/extra-single-image", json=body, timeout=600)
+    r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def upscale_rows(url: str, repeats: int) -> list[dict]:
+    buf = io.BytesIO()
+    Image.effect_noise((512, 512), 64).convert("RGB").save(buf, format="PNG")
+    image_b64 = base64.b64encode(buf.getvalue()).decode()
+    upscale(url, image_b64, 0)  # warm-up: loads the model
+    rows = []
+    for tile in (0, 192, 128):
+        med = statistics.median(upscale(url, image_b64, tile) for _ in range(repeats))
+        rows.append({"model": "R-ESRGAN 4x+ (tiny)", "size": "512->2048", "tile": tile, "latency_s": round(med, 3)})
+    for row in rows:
+        row["vs_untiled"] = round(row["latency_s"] / rows[0]["latency_s"], 2)
+    return rows
 
 
 def main() -> None:
@@ -108,6 +137,7 @@ def main() -> None:
                     "images_per_s": round(4 / wall, 2),
                 }
             )
+        results.extend(upscale_rows(url, args.repeats))
     with runtime(model_dir, "tiny-sdxl") as url:
         for size in (64, 256):
             txt2img(url, size, 1, args.steps, 0)  # warm-up
@@ -117,7 +147,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "sd_runtime txt2img, tiny models (SD 1.x and SDXL)",
+                "benchmark": "sd_runtime txt2img, tiny models (SD 1.x and SDXL), and a tiny model upscaler",
                 "device": device,
                 "cpu_count": os.cpu_count(),
                 "machine": platform.machine(),
