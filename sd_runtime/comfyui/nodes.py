@@ -602,9 +602,8 @@ def _register() -> None:
     """Add the nodes of the ``nodes_*`` modules (they import this one's types, so they load after it)."""
     from sd_runtime.comfyui import nodes_conditioning, nodes_latent, nodes_loaders, nodes_sampling, nodes_upscale
 
-    for module in (nodes_sampling, nodes_conditioning, nodes_latent, nodes_loaders):
+    for module in (nodes_sampling, nodes_conditioning, nodes_latent, nodes_loaders, nodes_upscale):
         NODES.update((n.name, n) for n in module.NODE_DEFS)
-    NODES.update((n.name, n) for n in nodes_upscale.UPSCALE_NODES)
 
 
 _register()

@@ -50,7 +50,7 @@ def image_upscale_with_model(ctx: Context, upscale_model: Loaded, image: Any) ->
     return (torch.stack(frames),)
 
 
-UPSCALE_NODES = [
+NODE_DEFS = [
     NodeDef(
         "UpscaleModelLoader",
         "Load Upscale Model",
