@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from sd_runtime.errors import InvalidInputError, UnknownUpscalerError
 from sd_runtime.upscale import BUILTIN
-from sd_runtime.upscale_models import UpscalerFile
+from sd_runtime.upscale_models import UpscalerFile, find
 
 LATENT_MODES: dict[str, tuple[str, bool]] = {
     "Latent": ("bilinear", False),
@@ -97,7 +97,7 @@ def parse(content: BaseModel, models: list[UpscalerFile]) -> Hires | None:
     if not enable:
         return None
     upscaler = extra.get("hr_upscaler") or "Latent"
-    model = next((m for m in models if upscaler in m.names), None)
+    model = find(upscaler, models)
     if model is None and upscaler not in upscalers([]):
         raise UnknownUpscalerError(
             f"hr_upscaler: {upscaler!r} is not installed; available: {', '.join(upscalers(models))}",
