@@ -343,14 +343,19 @@ class Engine:
                     out = pipe(**kwargs).images
                     # latents must be decoded: an interrupted latent hires pass stops after one step and decodes
                     if req.hires is not None and (req.hires.latent or not self._interrupt.is_set()):
-                        out = self._hires_pass(req, out, seeds, on_step)
+                        out = self._hires_pass(req, out, seeds, on_step, embeds)
             except Interrupted:  # the hard stop (interrupt.py): mid-step or mid-decode, nothing to keep
                 break
             images.extend(out)
         return images
 
-    def _hires_pass(self, req: GenerationRequest, first: Any, seeds: list[int], on_step: Any) -> list[Any]:
-        """Worker thread only: A1111's hires fix — upscale the first pass, then img2img at the large size."""
+    def _hires_pass(
+        self, req: GenerationRequest, first: Any, seeds: list[int], on_step: Any, embeds: dict[str, Any]
+    ) -> list[Any]:
+        """Worker thread only: A1111's hires fix — upscale the first pass, then img2img at the large size.
+
+        ``embeds``: the request's encoded prompts (one batch), as the first pass used them.
+        """
         import torch
 
         hires = req.hires
@@ -359,7 +364,7 @@ class Engine:
         pipe.scheduler = a1111_scheduler(req.sampler_name, dict(self._pipes["txt2img"].scheduler.config), req.scheduler)
         self.progress.step, self.progress.steps = 0, max(1, int(hires.steps * hires.denoising))
         kwargs: dict[str, Any] = {
-            **self._embeds(req, len(seeds)),
+            **embeds,
             "image": hires_fix.upscale_first_pass(hires, first, self._hires_resize(hires)),
             "strength": max(hires.denoising, 1.0 / hires.steps),  # 0 would be zero steps: run one, as img2img
             "num_inference_steps": hires.steps,
