@@ -145,10 +145,19 @@ def lora_state_dict(pipe, seed: int = SEED + 1) -> dict:
     return state
 
 
-def _write_both_layouts(pipe, out: Path, name: str, force: bool) -> tuple[Path, Path]:
-    """``out/name/`` (diffusers) and ``out/name.safetensors`` (single file), each renamed into place."""
+def _save(state: dict, path: Path, tag: str) -> None:
+    """``state`` as safetensors at ``path``, written under a temporary name and renamed into place."""
     from safetensors.torch import save_file
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    save_file(state, str(tmp), metadata={"format": "pt", "sdeks": tag})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _write_both_layouts(pipe, out: Path, name: str, force: bool) -> tuple[Path, Path]:
+    """``out/name/`` (diffusers) and ``out/name.safetensors`` (single file), each renamed into place."""
     ddir, sfile = out / name, out / f"{name}.safetensors"
     if force or not (ddir / "model_index.json").is_file():
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
@@ -157,10 +166,7 @@ def _write_both_layouts(pipe, out: Path, name: str, force: bool) -> tuple[Path, 
         shutil.rmtree(ddir, ignore_errors=True)
         os.replace(tmp, ddir)
     if force or not sfile.is_file():
-        tmpf = out / f".{name}.{os.getpid()}.safetensors"
-        save_file(single_file_state_dict(pipe), str(tmpf), metadata={"format": "pt", "sdeks": name})
-        os.chmod(tmpf, 0o644)
-        os.replace(tmpf, sfile)
+        _save(single_file_state_dict(pipe), sfile, name)
     return ddir, sfile
 
 
@@ -194,16 +200,10 @@ def _embedding_files(out: Path) -> list[Path]:
 
 def build_embeddings(out: Path, force: bool = False) -> None:
     """Write ``out/embeddings/*.safetensors`` (each renamed into place)."""
-    from safetensors.torch import save_file
-
     if not force and all(p.is_file() for p in _embedding_files(out)):
         return
-    (out / "embeddings").mkdir(exist_ok=True)
     for name, state in embedding_state_dicts().items():
-        tmp = out / "embeddings" / f".{name}.{os.getpid()}.safetensors"
-        save_file(state, str(tmp), metadata={"format": "pt", "sdeks": name})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out / "embeddings" / f"{name}.safetensors")
+        _save(state, out / "embeddings" / f"{name}.safetensors", name)
 
 
 def build_sdxl(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
@@ -258,17 +258,6 @@ def esrgan_state_dict(seed: int = SEED + 3) -> dict:
     return state
 
 
-def _save(state: dict, path: Path, tag: str) -> None:
-    """``state`` as safetensors at ``path``, written under a temporary name and renamed into place."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
-    save_file(state, str(tmp), metadata={"format": "pt", "sdeks": tag})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     """Write the tiny model (both formats) under ``out_dir``; return (diffusers_dir, single_file).
 
@@ -282,7 +271,9 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
     vfile = out / "VAE" / f"{TINY_VAE}.safetensors"
     build_embeddings(out, force)
     efile = out / TINY_ESRGAN
-    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile, efile)):
+    if force or not efile.is_file():  # needs no pipeline
+        _save(esrgan_state_dict(), efile, "tiny-esrgan")
+    if not force and all(p.is_file() for p in (ddir / "model_index.json", sfile, lfile, vfile)):
         return ddir, sfile
 
     pipe = build_pipeline()
@@ -291,8 +282,6 @@ def build(out_dir: str | Path, force: bool = False) -> tuple[Path, Path]:
         _save(lora_state_dict(pipe), lfile, TINY_LORA)
     if force or not vfile.is_file():
         _save(vae_state_dict(pipe), vfile, TINY_VAE)
-    if force or not efile.is_file():
-        _save(esrgan_state_dict(), efile, "tiny-esrgan")
     return ddir, sfile
 
 
