@@ -103,7 +103,8 @@ def _ahead(status: TaskStatus) -> str:
 
 def _show(status: TaskStatus) -> None:
     extra = f" (attempt {status.attempts})" if status.attempts > 1 else ""
-    ahead = f" ({_ahead(status)})" if _ahead(status) else ""
+    ahead = _ahead(status)
+    ahead = f" ({ahead})" if ahead else ""
     console.print(f"{status.id}: {status.status}{extra}{ahead}", highlight=False)
 
 
@@ -128,7 +129,8 @@ def _follow(client: ApiClient, task_id: str, timeout_s: float) -> TaskStatus:
             elif status.status == "succeeded":
                 bar.update(row, completed=1.0, detail="")
             elif status.status == "queued":
-                bar.update(row, detail=f"queued, {_ahead(status)}" if _ahead(status) else "queued")
+                ahead = _ahead(status)
+                bar.update(row, detail=f"queued, {ahead}" if ahead else "queued")
 
         return client.wait(task_id, timeout_s=timeout_s, on_change=_show, on_progress=drawn)
 
