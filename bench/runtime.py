@@ -11,6 +11,9 @@ at batch 1; ``device`` is what the runtime reports (CUDA when one is present).
 The ``upscale`` rows run ``R-ESRGAN 4x+`` (the tiny RRDBNet the tiny build writes in the real
 file's layout) over a 512² image through ``/sdapi/v1/extra-single-image``, untiled and at two
 ``ESRGAN_tile`` sizes: the tiled/untiled latency ratio is what tiling costs for its bounded memory.
+The ``comfyui`` rows run ComfyUI's default text-to-image workflow through ``POST /prompt``
+(256², the same steps): first run, an identical rerun (the node cache: only ``SaveImage`` runs),
+a new seed (checkpoint and encodings reused), and a run after ``POST /free`` (cache dropped).
 """
 
 from __future__ import annotations
@@ -97,6 +100,49 @@ def upscale_rows(url: str, repeats: int) -> list[dict]:
     return rows
 
 
+def workflow(seed: int, steps: int) -> dict:
+    """ComfyUI's default text-to-image graph (API format) on the tiny model, 256²."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse, fog", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                **{"seed": seed, "steps": steps, "cfg": 8, "sampler_name": "euler", "scheduler": "normal"},
+                **{"denoise": 1, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0]},
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
+    }
+
+
+def comfy_run(url: str, seed: int, steps: int) -> float:
+    """Seconds from ``POST /prompt`` until its history entry says success."""
+    t0 = time.perf_counter()
+    r = httpx.post(f"{url}/prompt", json={"prompt": workflow(seed, steps)}, timeout=30)
+    r.raise_for_status()
+    pid = r.json()["prompt_id"]
+    while True:
+        entry = httpx.get(f"{url}/history/{pid}", timeout=30).json().get(pid)
+        if entry:
+            assert entry["status"]["status_str"] == "success", entry["status"]
+            return time.perf_counter() - t0
+        time.sleep(0.005)
+
+
+def comfy_rows(url: str, steps: int) -> list[dict]:
+    httpx.post(f"{url}/free", json={"free_memory": True}, timeout=30).raise_for_status()
+    runs = {"first": comfy_run(url, 1, steps), "identical rerun": comfy_run(url, 1, steps)}
+    runs["new seed"] = comfy_run(url, 2, steps)
+    httpx.post(f"{url}/free", json={"free_memory": True}, timeout=30).raise_for_status()
+    runs["after /free"] = comfy_run(url, 2, steps)
+    return [{"model": "tiny-sd", "comfyui": name, "size": 256, "latency_s": round(t, 3)} for name, t in runs.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
@@ -138,6 +184,7 @@ def main() -> None:
                 }
             )
         results.extend(upscale_rows(url, args.repeats))
+        results.extend(comfy_rows(url, args.steps))
     with runtime(model_dir, "tiny-sdxl") as url:
         for size in (64, 256):
             txt2img(url, size, 1, args.steps, 0)  # warm-up
@@ -147,7 +194,7 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "benchmark": "sd_runtime txt2img, tiny models (SD 1.x and SDXL), and a tiny model upscaler",
+                "benchmark": "sd_runtime: txt2img (tiny SD 1.x, SDXL), a tiny model upscaler, the ComfyUI node cache",
                 "device": device,
                 "cpu_count": os.cpu_count(),
                 "machine": platform.machine(),
